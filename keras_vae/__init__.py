@@ -1,0 +1,32 @@
+"""keras-vae: variational autoencoders for Keras 3 (TensorFlow, JAX or PyTorch backend).
+
+Public API, re-exported from private modules:
+
+    import keras_vae as kv
+    vae = kv.VAE.kingma_welling(input_dim=784, latent_dim=20)
+"""
+
+__version__ = "0.1.0"
+
+from keras_vae import networks
+from keras_vae.distributions import (
+    bernoulli_log_likelihood,
+    gaussian_log_likelihood,
+    kl_divergence,
+    kl_to_standard_normal,
+    kl_to_standard_normal_tril,
+)
+from keras_vae.layers import Sampling, ScaleTril
+from keras_vae.model import VAE
+
+__all__ = [
+    "VAE",
+    "Sampling",
+    "ScaleTril",
+    "networks",
+    "kl_divergence",
+    "kl_to_standard_normal",
+    "kl_to_standard_normal_tril",
+    "bernoulli_log_likelihood",
+    "gaussian_log_likelihood",
+]

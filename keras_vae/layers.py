@@ -1,0 +1,70 @@
+"""Custom layers: the reparameterization `Sampling` layer and the `ScaleTril` posterior head."""
+
+import keras
+from keras import ops
+
+from keras_vae import distributions
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class Sampling(keras.layers.Layer):
+    """Draws z = mu + Sigma^(1/2) eps with eps ~ N(0, I): the reparameterization trick.
+
+    THEORY eq [34]: diagonal Sigma uses the element-wise product sigma * eps (eq [45]); a full
+    covariance given by its lower-triangular factor L (Sigma = L L^T) uses z = mu + L eps.
+    Gradients flow to mu and to the scale; eps is the only random op of the model.
+
+    Call arguments:
+        inputs: `(z_mean, z_log_var)` with shapes (B, K), (B, K) for a diagonal posterior, or
+            `(z_mean, z_scale_tril)` with shapes (B, K), (B, K, K) for a full one; the rank of
+            the second tensor tells which.
+        num_samples: `None` for one draw per example, shape (B, K); an int L for L draws,
+            shape (L, B, K).
+
+    Args:
+        seed: int or None; makes the stream of eps reproducible.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, num_samples=None):
+        z_mean, scale = inputs
+        shape = tuple(ops.shape(z_mean))
+        if num_samples is not None:
+            shape = (num_samples,) + shape
+        eps = keras.random.normal(shape, dtype=z_mean.dtype, seed=self.seed_generator)
+        if len(scale.shape) == len(z_mean.shape) + 1:  # full covariance: L eps
+            return z_mean + ops.matmul(scale, ops.expand_dims(eps, -1))[..., 0]
+        return z_mean + ops.exp(0.5 * scale) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class ScaleTril(keras.layers.Layer):
+    """Maps K(K+1)/2 unconstrained numbers to a lower-triangular L with positive diagonal.
+
+    The diagonal goes through softplus (+ `min_scale`), the rest is copied, so Sigma = L L^T is
+    always a valid covariance. Deterministic (a gather), so encoders using it export cleanly.
+    """
+
+    def __init__(self, latent_dim, min_scale=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.min_scale = float(min_scale)
+
+    def call(self, raw):
+        return distributions.fill_scale_tril(raw, self.latent_dim, self.min_scale)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.latent_dim, self.latent_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim, "min_scale": self.min_scale}

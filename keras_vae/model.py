@@ -1,0 +1,347 @@
+"""The variational autoencoder: a subclassed `keras.Model` trained by plain `model.fit`.
+
+    vae = VAE.kingma_welling(input_dim=784, latent_dim=20)
+    vae.compile(optimizer="adam")
+    vae.fit(x_train, epochs=10, batch_size=100, validation_data=x_val)
+    vae.evaluate(x_test, return_dict=True)  # loss, reconstruction, kl, neg_elbo (nats/example)
+
+`call(x)` encodes, samples z with the `Sampling` layer, decodes, and adds the two terms of
+-ELBO (THEORY eqs [2]-[7]) with `add_loss`: the Monte Carlo reconstruction error averaged over
+`num_samples` draws, and `beta` times the closed-form KL. So `fit`, `evaluate`, `predict` and
+`validation_data` all work without targets.
+"""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+from keras_vae import distributions, networks
+from keras_vae.layers import Sampling
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def _as_numpy(x):
+    """Array-likes and backend tensors to NumPy; datasets and generators pass through."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (list, tuple)) and x and not isinstance(x[0], (list, tuple, np.ndarray)):
+        return np.asarray(x)
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x)
+    if hasattr(x, "shape") and hasattr(x, "dtype") and not hasattr(x, "element_spec"):
+        return np.asarray(ops.convert_to_numpy(x))
+    return None
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(keras.Model):
+    """Variational autoencoder with a Gaussian posterior q(z|x) and the prior p(z) = N(0, I).
+
+    Args:
+        encoder: `keras.Model` mapping x (B, *input_shape) to `[z_mean, z_log_var]` (both (B, K))
+            for `posterior="diagonal"`, or `[z_mean, z_scale_tril]` ((B, K), (B, K, K)) for
+            `posterior="full"`. No random op inside (see `networks.posterior_head`).
+        decoder: `keras.Model` mapping z (B, K) to the likelihood's parameter, shaped like x:
+            logits for "bernoulli", means for "gaussian".
+        latent_dim: K. Inferred from the encoder when None; checked against it otherwise.
+        likelihood: "bernoulli" (data in [0, 1]; summed binary cross-entropy from logits) or
+            "gaussian" (real-valued data).
+        posterior: "diagonal" or "full" (full covariance through a triangular factor).
+        num_samples: L, the Monte Carlo samples of z per example in the reconstruction term.
+        beta: weight of the KL term (1 gives the ELBO; a `KLWarmup` callback may change it).
+        decoder_variance: Gaussian likelihood only: "learned" (a trainable per-feature
+            log-variance) or a positive float (a fixed variance for every feature).
+        seed: seed of the sampling noise.
+    """
+
+    def __init__(self, encoder, decoder, latent_dim=None, likelihood="bernoulli",
+                 posterior="diagonal", num_samples=1, beta=1.0, decoder_variance="learned",
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"Unknown likelihood {likelihood!r}: expected one of {LIKELIHOODS} "
+                             "('bernoulli' for data in [0, 1], 'gaussian' for real values).")
+        networks.check_posterior(posterior)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1 (L in THEORY eq [7]), "
+                             f"got {num_samples!r}.")
+        if not float(beta) >= 0.0:
+            raise ValueError(f"beta must be a number >= 0 (the KL weight), got {beta!r}.")
+        if likelihood == "gaussian" and decoder_variance != "learned":
+            if isinstance(decoder_variance, str) or not float(decoder_variance) > 0:
+                raise ValueError("decoder_variance must be 'learned' or a positive float, got "
+                                 f"{decoder_variance!r}.")
+        if not isinstance(encoder, keras.Model) or not isinstance(decoder, keras.Model):
+            raise ValueError("encoder and decoder must be keras.Model instances (for example "
+                             "from keras_vae.networks), got "
+                             f"{type(encoder).__name__} and {type(decoder).__name__}.")
+
+        self.input_shape_ = tuple(encoder.inputs[0].shape[1:])
+        outputs = encoder.outputs
+        if len(outputs) != 2:
+            raise ValueError(f"The encoder must return 2 tensors, [z_mean, z_log_var] or "
+                             f"[z_mean, z_scale_tril]; it returns {len(outputs)}.")
+        encoder_k = outputs[0].shape[-1]
+        if latent_dim is None:
+            latent_dim = encoder_k
+        networks.check_latent_dim(latent_dim)
+        if encoder_k != latent_dim:
+            raise ValueError(f"latent_dim={latent_dim} but the encoder's z_mean has {encoder_k} "
+                             "units; pass latent_dim=None to infer it.")
+        second = tuple(outputs[1].shape[1:])
+        expected = (latent_dim,) if posterior == "diagonal" else (latent_dim, latent_dim)
+        if second != expected:
+            raise ValueError(f"posterior={posterior!r} expects the encoder's second output to have "
+                             f"shape (batch, {', '.join(map(str, expected))}), got (batch, "
+                             f"{', '.join(map(str, second))}). Build the encoder with "
+                             f"networks.posterior_head(h, {latent_dim}, {posterior!r}).")
+        if tuple(decoder.inputs[0].shape[1:]) != (latent_dim,):
+            raise ValueError(f"The decoder takes inputs of shape {tuple(decoder.inputs[0].shape)}, "
+                             f"expected (None, {latent_dim}) for latent_dim={latent_dim}.")
+        if tuple(decoder.outputs[0].shape[1:]) != self.input_shape_:
+            raise ValueError(f"The decoder returns shape {tuple(decoder.outputs[0].shape[1:])} per "
+                             f"example but the encoder takes {self.input_shape_}; they must match.")
+
+        self.encoder = encoder
+        self.decoder = decoder
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.posterior = posterior
+        self.num_samples = num_samples
+        self.beta_target = float(beta)
+        self.decoder_variance = decoder_variance
+        self.seed = seed
+        self.sampling = Sampling(seed=seed, name="sampling")
+        self.beta = self.add_weight(shape=(), initializer=keras.initializers.Constant(beta),
+                                    trainable=False, name="beta")
+        if likelihood == "gaussian" and decoder_variance == "learned":
+            self.decoder_log_var = self.add_weight(shape=self.input_shape_, initializer="zeros",
+                                                   name="decoder_log_var")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
+        self.built = True
+
+    # ----------------------------------------------------------------- constructors
+    @classmethod
+    def kingma_welling(cls, input_dim=784, latent_dim=20, hidden_units=500,
+                       likelihood="bernoulli", posterior="diagonal", **kwargs):
+        """The original MLP of Kingma & Welling (2013): one tanh hidden layer of 500 units in
+        the encoder and in the decoder, Bernoulli decoder by default."""
+        encoder = networks.mlp_encoder((input_dim,), latent_dim, (hidden_units,), "tanh", posterior)
+        decoder = networks.mlp_decoder(latent_dim, (input_dim,), (hidden_units,), "tanh")
+        return cls(encoder, decoder, latent_dim, likelihood=likelihood, posterior=posterior,
+                   **kwargs)
+
+    @classmethod
+    def mlp(cls, input_shape=(784,), latent_dim=20, hidden_units=(512, 256), activation="relu",
+            likelihood="bernoulli", posterior="diagonal", **kwargs):
+        """A deeper MLP: the encoder uses `hidden_units`, the decoder the same in reverse."""
+        encoder = networks.mlp_encoder(input_shape, latent_dim, hidden_units, activation, posterior)
+        decoder = networks.mlp_decoder(latent_dim, input_shape, tuple(reversed(hidden_units)),
+                                       activation)
+        return cls(encoder, decoder, latent_dim, likelihood=likelihood, posterior=posterior,
+                   **kwargs)
+
+    @classmethod
+    def conv(cls, input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), dense_units=256,
+             activation="relu", likelihood="bernoulli", posterior="diagonal", **kwargs):
+        """A convolutional VAE for HxWxC images (stride-2 convolutions, mirrored decoder)."""
+        encoder = networks.conv_encoder(input_shape, latent_dim, filters, 3, dense_units,
+                                        activation, posterior)
+        decoder = networks.conv_decoder(latent_dim, input_shape, tuple(reversed(filters)), 3,
+                                        dense_units, activation)
+        return cls(encoder, decoder, latent_dim, likelihood=likelihood, posterior=posterior,
+                   **kwargs)
+
+    # ----------------------------------------------------------------- the model
+    @property
+    def event_ndim(self):
+        return len(self.input_shape_)
+
+    def log_likelihood_given(self, x, params):
+        """ln p(x|z) from the decoder's output `params` (..., *input_shape); returns (...,)."""
+        if self.likelihood == "bernoulli":
+            return distributions.bernoulli_log_likelihood(x, params, self.event_ndim)
+        return distributions.gaussian_log_likelihood(x, params, self.decoder_log_variance(),
+                                                     self.event_ndim)
+
+    def decoder_log_variance(self):
+        """The Gaussian decoder's log-variance (per feature, or a fixed scalar)."""
+        if self.decoder_variance == "learned":
+            return self.decoder_log_var
+        return float(np.log(float(self.decoder_variance)))
+
+    def mean_from_params(self, params):
+        """E[x|z]: sigmoid(logits) for Bernoulli, the means themselves for Gaussian."""
+        if self.likelihood == "bernoulli":
+            return ops.sigmoid(params)
+        return params
+
+    def kl(self, z_mean, z_scale):
+        """Closed-form KL(q(z|x) || N(0, I)) per example, THEORY eq [27]."""
+        if self.posterior == "diagonal":
+            return distributions.kl_to_standard_normal(z_mean, z_scale)
+        return distributions.kl_to_standard_normal_tril(z_mean, z_scale)
+
+    def posterior_log_density(self, z, z_mean, z_scale):
+        """ln q(z|x) for points z (..., B, K) under the posterior parameters (B, ...)."""
+        if self.posterior == "diagonal":
+            return distributions.diagonal_gaussian_log_density(z, z_mean, z_scale)
+        return distributions.tril_gaussian_log_density(z, z_mean, z_scale)
+
+    def call(self, x, training=False):
+        """Returns a dict of per-example tensors and adds -ELBO's two terms with add_loss.
+
+        Returns:
+            {"x_mean": E[x|z] for the sampled z (averaged over the L samples), shaped like x;
+             "z_mean": (B, K); "reconstruction": -E_q ln p(x|z) (B,) in nats;
+             "kl": KL(q(z|x) || p(z)) (B,) in nats}
+        """
+        x = ops.cast(x, self.compute_dtype)
+        z_mean, z_scale = self.encoder(x, training=training)
+        num_samples = self.num_samples
+        if num_samples == 1:
+            z = self.sampling([z_mean, z_scale])
+            params = self.decoder(z, training=training)
+            log_lik = self.log_likelihood_given(x, params)
+            x_mean = self.mean_from_params(params)
+        else:
+            z = self.sampling([z_mean, z_scale], num_samples=num_samples)  # (L, B, K)
+            params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
+            params = ops.reshape(params, (num_samples, -1) + self.input_shape_)
+            log_lik = ops.mean(self.log_likelihood_given(x, params), axis=0)  # eq [7]
+            x_mean = ops.mean(self.mean_from_params(params), axis=0)
+        reconstruction = -log_lik
+        kl = self.kl(z_mean, z_scale)
+        self.add_loss(ops.mean(reconstruction))
+        self.add_loss(self.beta * ops.mean(kl))
+        return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.reconstruction_tracker.update_state(y_pred["reconstruction"])
+        self.kl_tracker.update_state(y_pred["kl"])
+        self.neg_elbo_tracker.update_state(y_pred["reconstruction"] + y_pred["kl"])
+        return self.get_metrics_result()
+
+    # ----------------------------------------------------------------- input checks
+    def check_data(self, data, what="x"):
+        """Raises a ValueError naming the problem if `data` cannot be this VAE's input.
+
+        Checks arrays fully (shape, finite values, [0, 1] range for Bernoulli) and the element
+        spec plus the first batch of a `tf.data.Dataset`.
+        """
+        arr = _as_numpy(data)
+        if arr is None and hasattr(data, "element_spec"):
+            spec = data.element_spec
+            if isinstance(spec, tuple):
+                spec = spec[0]
+            if hasattr(spec, "shape") and spec.shape.rank is not None:
+                got = tuple(spec.shape[1:])
+                if len(got) != len(self.input_shape_) or any(
+                        g is not None and g != e for g, e in zip(got, self.input_shape_)):
+                    raise ValueError(
+                        f"{what}: the dataset yields batches shaped {tuple(spec.shape)} but this "
+                        f"VAE expects (batch, {', '.join(map(str, self.input_shape_))}). Batch "
+                        "the dataset and reshape its elements to the encoder's input shape.")
+            for first in data.take(1):
+                if isinstance(first, tuple):
+                    first = first[0]
+                arr = np.asarray(first)
+            if arr is None:
+                return
+        if arr is None:
+            return
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                       or arr.dtype == bool):
+            raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}.")
+        if arr.ndim >= 1 and tuple(arr.shape[1:]) != self.input_shape_:
+            hint = ""
+            if int(np.prod(arr.shape[1:])) == int(np.prod(self.input_shape_)):
+                hint = f" Reshape it with x.reshape(-1, {', '.join(map(str, self.input_shape_))})."
+            raise ValueError(
+                f"{what} has shape {arr.shape} but this VAE expects (n, "
+                f"{', '.join(map(str, self.input_shape_))}).{hint}")
+        if arr.ndim < 1 or arr.shape[0] == 0:
+            raise ValueError(f"{what} is empty: got shape {arr.shape}.")
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"{what} contains {bad} NaN or infinite values; clean or impute "
+                             "them before training.")
+        if self.likelihood == "bernoulli":
+            lo, hi = float(np.min(arr)), float(np.max(arr))
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"{what} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
+                    "data in [0, 1]. Scale it (e.g. x / 255.0) or use likelihood='gaussian'.")
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self.check_data(x, "x")
+        if validation_data is not None:
+            val = validation_data[0] if isinstance(validation_data, tuple) else validation_data
+            self.check_data(val, "validation_data")
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x, "x")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # ----------------------------------------------------------------- user API
+    def _run_batched(self, fn, x, batch_size):
+        outs = []
+        for start in range(0, len(x), batch_size):
+            out = fn(ops.convert_to_tensor(x[start:start + batch_size], dtype=self.compute_dtype))
+            outs.append([ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple))
+                                                            else [out])])
+        return [np.concatenate(parts) for parts in zip(*outs)]
+
+    def encode(self, x, batch_size=1024):
+        """Parameters of q(z|x): `(z_mean, z_log_var)`, or `(z_mean, z_scale_tril)` for a full
+        posterior, as NumPy arrays shaped (n, K) and (n, K) or (n, K, K)."""
+        x = np.asarray(x)
+        self.check_data(x, "x")
+        z_mean, z_scale = self._run_batched(lambda b: self.encoder(b, training=False), x,
+                                            batch_size)
+        return z_mean, z_scale
+
+    def decode(self, z, batch_size=1024):
+        """E[x|z] for latent points z (n, K): probabilities (Bernoulli) or means (Gaussian)."""
+        z = np.asarray(z, dtype="float32")
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (n, {self.latent_dim}), got {z.shape}.")
+        fn = lambda b: self.mean_from_params(self.decoder(b, training=False))  # noqa: E731
+        return self._run_batched(fn, z, batch_size)[0]
+
+    def sample(self, n, seed=None):
+        """Draws n points z ~ N(0, I) from the prior and returns E[x|z], shape (n, *input_shape)."""
+        z = keras.random.normal((int(n), self.latent_dim), seed=seed)
+        return self.decode(ops.convert_to_numpy(z))
+
+    def reconstruct(self, x):
+        """E[x|z] at the posterior mean z = mu(x): a deterministic reconstruction of x."""
+        return self.decode(self.encode(x)[0])
+
+    # ----------------------------------------------------------------- serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "latent_dim": self.latent_dim,
+            "likelihood": self.likelihood,
+            "posterior": self.posterior,
+            "num_samples": self.num_samples,
+            "beta": self.beta_target,
+            "decoder_variance": self.decoder_variance,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)

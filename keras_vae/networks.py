@@ -1,0 +1,140 @@
+"""Encoder and decoder builders: the Kingma-Welling MLP, deeper MLPs and convolutional nets.
+
+Every builder returns a standalone functional `keras.Model` with no random op inside:
+- encoders map `x` (B, *input_shape) to `[z_mean, z_log_var]` (diagonal posterior) or
+  `[z_mean, z_scale_tril]` (full posterior), see `posterior_head`;
+- decoders map `z` (B, K) to the decoder's distribution parameter with the data's shape:
+  logits for a Bernoulli likelihood, means for a Gaussian one.
+Use `posterior_head` to give a custom encoder body the heads the VAE expects.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from keras_vae.layers import ScaleTril
+from keras_vae import distributions
+
+POSTERIORS = ("diagonal", "full")
+
+
+def check_latent_dim(latent_dim):
+    """Raises a ValueError unless latent_dim is an int >= 1."""
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(
+            f"latent_dim must be an integer >= 1 (the size K of z), got {latent_dim!r}.")
+    return latent_dim
+
+
+def check_posterior(posterior):
+    if posterior not in POSTERIORS:
+        raise ValueError(
+            f"Unknown posterior {posterior!r}: expected one of {POSTERIORS} "
+            "('diagonal': mean and log-variance; 'full': mean and lower-triangular factor).")
+    return posterior
+
+
+def _shape(shape, what):
+    if isinstance(shape, int):
+        shape = (shape,)
+    shape = tuple(shape)
+    if not shape or any((not isinstance(d, int)) or d < 1 for d in shape):
+        raise ValueError(f"{what} must be a tuple of positive ints such as (784,) or (28, 28, 1), "
+                         f"got {shape!r}.")
+    return shape
+
+
+def posterior_head(h, latent_dim, posterior="diagonal"):
+    """Adds the q(z|x) heads to a feature tensor `h` (THEORY eqs [28]-[30]).
+
+    Returns:
+        `[z_mean, z_log_var]` for "diagonal", `[z_mean, z_scale_tril]` for "full"; layers
+        named `z_mean`, `z_log_var` / `z_scale_tril` so exported signatures keep the names.
+    """
+    check_latent_dim(latent_dim)
+    check_posterior(posterior)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    if posterior == "diagonal":
+        return [z_mean, layers.Dense(latent_dim, name="z_log_var")(h)]
+    raw = layers.Dense(distributions.num_tril_entries(latent_dim), name="z_scale_tril_raw")(h)
+    return [z_mean, ScaleTril(latent_dim, name="z_scale_tril")(raw)]
+
+
+def mlp_encoder(input_shape, latent_dim, hidden_units=(500,), activation="tanh",
+                posterior="diagonal", name="encoder"):
+    """MLP encoder: flatten, Dense(units, activation) for each entry of hidden_units, heads.
+
+    `mlp_encoder((784,), K)` is the Kingma & Welling encoder: h = tanh(W_h x + b_h).
+    """
+    input_shape = _shape(input_shape, "input_shape")
+    x = keras.Input(input_shape, name="x")
+    h = layers.Flatten(name="flatten")(x) if len(input_shape) > 1 else x
+    for i, units in enumerate(hidden_units):
+        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    return keras.Model(x, posterior_head(h, latent_dim, posterior), name=name)
+
+
+def mlp_decoder(latent_dim, output_shape, hidden_units=(500,), activation="tanh",
+                name="decoder"):
+    """MLP decoder: Dense(units, activation) layers, then a linear layer to the data's shape.
+
+    `mlp_decoder(K, (784,))` is the Kingma & Welling decoder (eq [31] before the sigmoid).
+    """
+    check_latent_dim(latent_dim)
+    output_shape = _shape(output_shape, "output_shape")
+    z = keras.Input((latent_dim,), name="z")
+    h = z
+    for i, units in enumerate(hidden_units):
+        h = layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    out = layers.Dense(math.prod(output_shape), name="x_params")(h)
+    if len(output_shape) > 1:
+        out = layers.Reshape(output_shape, name="x_params_image")(out)
+    return keras.Model(z, out, name=name)
+
+
+def conv_encoder(input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64), kernel_size=3,
+                 dense_units=256, activation="relu", posterior="diagonal", name="encoder"):
+    """Convolutional encoder for HxWxC images: stride-2 convolutions, a dense layer, heads."""
+    input_shape = _shape(input_shape, "input_shape")
+    if len(input_shape) != 3:
+        raise ValueError(f"conv_encoder needs images shaped (H, W, C), got input_shape={input_shape}; "
+                         "use mlp_encoder for flat vectors.")
+    x = keras.Input(input_shape, name="x")
+    h = x
+    for i, f in enumerate(filters):
+        h = layers.Conv2D(f, kernel_size, strides=2, padding="same", activation=activation,
+                          name=f"conv_{i}")(h)
+    h = layers.Flatten(name="flatten")(h)
+    if dense_units:
+        h = layers.Dense(dense_units, activation=activation, name="dense")(h)
+    return keras.Model(x, posterior_head(h, latent_dim, posterior), name=name)
+
+
+def conv_decoder(latent_dim=16, output_shape=(28, 28, 1), filters=(64, 32), kernel_size=3,
+                 dense_units=256, activation="relu", name="decoder"):
+    """Convolutional decoder: dense, reshape, stride-2 transposed convolutions, a final conv.
+
+    Any H x W fits: the net upsamples to the next multiple of 2**len(filters) and crops.
+    """
+    check_latent_dim(latent_dim)
+    output_shape = _shape(output_shape, "output_shape")
+    if len(output_shape) != 3:
+        raise ValueError(f"conv_decoder needs images shaped (H, W, C), got output_shape={output_shape}.")
+    height, width, channels = output_shape
+    scale = 2 ** len(filters)
+    h0, w0 = math.ceil(height / scale), math.ceil(width / scale)
+    z = keras.Input((latent_dim,), name="z")
+    h = z
+    if dense_units:
+        h = layers.Dense(dense_units, activation=activation, name="dense")(h)
+    h = layers.Dense(h0 * w0 * filters[0], activation=activation, name="project")(h)
+    h = layers.Reshape((h0, w0, filters[0]), name="unflatten")(h)
+    for i, f in enumerate(filters):
+        h = layers.Conv2DTranspose(f, kernel_size, strides=2, padding="same",
+                                   activation=activation, name=f"deconv_{i}")(h)
+    crop_h, crop_w = h0 * scale - height, w0 * scale - width
+    if crop_h or crop_w:
+        h = layers.Cropping2D(((0, crop_h), (0, crop_w)), name="crop")(h)
+    out = layers.Conv2D(channels, kernel_size, padding="same", name="x_params")(h)
+    return keras.Model(z, out, name=name)
