@@ -323,6 +323,18 @@ class VAE(keras.Model):
         """E[x|z] at the posterior mean z = mu(x): a deterministic reconstruction of x."""
         return self.decode(self.encode(x)[0])
 
+    def anomaly_score(self, x, method="elbo", **kwargs):
+        """How unlikely each x is (higher = more anomalous), in nats: -ELBO(x) ("elbo") or the
+        importance-weighted -ln p(x) ("iwae"). See `keras_vae.evaluation.anomaly_score`."""
+        from keras_vae import evaluation
+        return evaluation.anomaly_score(self, x, method=method, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name, **kwargs):
+        """A ready VAE from the model zoo; see `keras_vae.zoo.load`."""
+        from keras_vae import zoo
+        return zoo.load(name, **kwargs)
+
     # ----------------------------------------------------------------- serialization
     def get_config(self):
         return {
