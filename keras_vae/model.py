@@ -113,12 +113,14 @@ class VAE(keras.Model):
         self.beta_target = float(beta)
         self.decoder_variance = decoder_variance
         self.seed = seed
-        self.sampling = Sampling(seed=seed, name="sampling")
+        # Sampling, the KL and the likelihood run in float32 even under a mixed-precision
+        # policy: only the encoder and decoder networks compute in float16/bfloat16.
+        self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")
         self.beta = self.add_weight(shape=(), initializer=keras.initializers.Constant(beta),
-                                    trainable=False, name="beta")
+                                    trainable=False, name="beta", dtype="float32")
         if likelihood == "gaussian" and decoder_variance == "learned":
             self.decoder_log_var = self.add_weight(shape=self.input_shape_, initializer="zeros",
-                                                   name="decoder_log_var")
+                                                   name="decoder_log_var", dtype="float32")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
@@ -200,18 +202,19 @@ class VAE(keras.Model):
              "z_mean": (B, K); "reconstruction": -E_q ln p(x|z) (B,) in nats;
              "kl": KL(q(z|x) || p(z)) (B,) in nats}
         """
-        x = ops.cast(x, self.compute_dtype)
+        x = ops.cast(x, "float32")
         z_mean, z_scale = self.encoder(x, training=training)
+        z_mean, z_scale = ops.cast(z_mean, "float32"), ops.cast(z_scale, "float32")
         num_samples = self.num_samples
         if num_samples == 1:
             z = self.sampling([z_mean, z_scale])
-            params = self.decoder(z, training=training)
+            params = ops.cast(self.decoder(z, training=training), "float32")
             log_lik = self.log_likelihood_given(x, params)
             x_mean = self.mean_from_params(params)
         else:
             z = self.sampling([z_mean, z_scale], num_samples=num_samples)  # (L, B, K)
             params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
-            params = ops.reshape(params, (num_samples, -1) + self.input_shape_)
+            params = ops.reshape(ops.cast(params, "float32"), (num_samples, -1) + self.input_shape_)
             log_lik = ops.mean(self.log_likelihood_given(x, params), axis=0)  # eq [7]
             x_mean = ops.mean(self.mean_from_params(params), axis=0)
         reconstruction = -log_lik
@@ -292,9 +295,9 @@ class VAE(keras.Model):
     def _run_batched(self, fn, x, batch_size):
         outs = []
         for start in range(0, len(x), batch_size):
-            out = fn(ops.convert_to_tensor(x[start:start + batch_size], dtype=self.compute_dtype))
-            outs.append([ops.convert_to_numpy(o) for o in (out if isinstance(out, (list, tuple))
-                                                            else [out])])
+            out = fn(ops.convert_to_tensor(x[start:start + batch_size], dtype="float32"))
+            outs.append([ops.convert_to_numpy(ops.cast(o, "float32"))
+                         for o in (out if isinstance(out, (list, tuple)) else [out])])
         return [np.concatenate(parts) for parts in zip(*outs)]
 
     def encode(self, x, batch_size=1024):
@@ -311,7 +314,8 @@ class VAE(keras.Model):
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (n, {self.latent_dim}), got {z.shape}.")
-        fn = lambda b: self.mean_from_params(self.decoder(b, training=False))  # noqa: E731
+        fn = lambda b: self.mean_from_params(  # noqa: E731
+            ops.cast(self.decoder(b, training=False), "float32"))
         return self._run_batched(fn, z, batch_size)[0]
 
     def sample(self, n, seed=None):
