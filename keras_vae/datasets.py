@@ -278,7 +278,8 @@ def read_idx(path):
     if len(raw) - header != expected:
         raise ValueError(f"{path} is truncated or corrupt: its header announces shape {dims} "
                          f"({expected} bytes) but {len(raw) - header} bytes follow.")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))  # native byte order
 
 
 def _find_idx(directory, prefix, kind):

@@ -161,6 +161,10 @@ def check_config(config):
                 not isinstance(u, int) or u < 1 for u in config["hidden_units"]):
             raise ValueError("--hidden-units must be positive integers separated by commas, "
                              f"e.g. 512,256; got {config['hidden_units']!r}.")
+    if config["model"] == "kingma-welling" and config["hidden_units"] is not None \
+            and len(config["hidden_units"]) != 1:
+        raise ValueError("--model kingma-welling has exactly one hidden layer; give one "
+                         "number to --hidden-units or use --model mlp.")
     if config["likelihood"] == "bernoulli" and config["scale"] is None:
         raise ValueError("The Bernoulli likelihood needs data in [0, 1]: do not combine "
                          "--scale none with --likelihood bernoulli.")

@@ -256,7 +256,8 @@ def test_batching_labels_prefetch_and_limit():
     dropped = datasets.load("digits", "test", batch_size=64, drop_remainder=True)
     assert [len(x) for x in dropped] == [64, 64]
     x, y = datasets.load_numpy("digits", "test")
-    xs, ys = zip(*datasets.load("digits", "test", batch_size=50, with_labels=True).as_numpy_iterator())
+    labelled = datasets.load("digits", "test", batch_size=50, with_labels=True)
+    xs, ys = zip(*labelled.as_numpy_iterator())
     np.testing.assert_array_equal(np.concatenate(xs), x)
     np.testing.assert_array_equal(np.concatenate(ys), y)
     assert len(datasets.load_numpy("digits", "test", limit=17)[0]) == 17
