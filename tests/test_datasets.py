@@ -5,7 +5,6 @@ TFDS runs offline through `tfds.testing.mock_data`; the file routes read files t
 """
 
 import gzip
-import os
 import struct
 
 import numpy as np
@@ -117,16 +116,6 @@ def test_npz_binary_data_is_not_rescaled_and_single_array_is_split(tmp_path):
                                   np.sort(data.astype("float32"), axis=0))
     # flat vectors of a square size can become square images
     assert datasets.load_numpy(str(path), "test", flatten=False)[0].shape == (10, 4, 4, 1)
-
-
-def test_shared_binarized_mnist_npz_when_present():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets",
-                        "binarized_mnist.npz")
-    if not os.path.exists(path):
-        pytest.skip("no shared/ data beside the repository")
-    x, y = datasets.load_numpy(path, "valid", limit=500)
-    assert x.shape == (500, 784) and y is None
-    assert set(np.unique(x)) <= {0.0, 1.0}
 
 
 # ----------------------------------------------------------------------------- IDX
