@@ -8,7 +8,7 @@ Public API, re-exported from private modules:
 
 __version__ = "0.1.0"
 
-from keras_vae import networks
+from keras_vae import datasets, networks, plots
 from keras_vae.distributions import (
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
@@ -18,12 +18,18 @@ from keras_vae.distributions import (
 )
 from keras_vae.layers import Sampling, ScaleTril
 from keras_vae.model import VAE
+from keras_vae.training import KLWarmup, ResumableEarlyStopping, StopOnNaN
 
 __all__ = [
     "VAE",
     "Sampling",
     "ScaleTril",
     "networks",
+    "datasets",
+    "plots",
+    "KLWarmup",
+    "StopOnNaN",
+    "ResumableEarlyStopping",
     "kl_divergence",
     "kl_to_standard_normal",
     "kl_to_standard_normal_tril",
