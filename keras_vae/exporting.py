@@ -49,8 +49,8 @@ FORMATS = {
     "saved_model": "encoder/, decoder/: TensorFlow SavedModels (fp32)",
     "onnx": "encoder.onnx, decoder.onnx (fp32)",
     "onnx_fp16": "encoder.fp16.onnx, decoder.fp16.onnx: float16 weights and math, float32 I/O",
-    "onnx_int8": "encoder.int8.onnx, decoder.int8.onnx: int8 weights (dynamic quantization; "
-                 "static QDQ calibrated on inputs where the graph has a ConvTranspose)",
+    "onnx_int8": "encoder.int8.onnx, decoder.int8.onnx: int8 (dynamic quantization for MLPs, "
+                 "static QDQ calibrated on inputs for convolutional nets)",
     "tflite": "encoder.tflite, decoder.tflite: LiteRT flatbuffers (fp32, built-in ops only)",
     "tflite_int8": "encoder.int8.tflite, decoder.int8.tflite: LiteRT, int8 weights and "
                    "activations (calibrated), float32 I/O, built-in ops only",
@@ -220,6 +220,10 @@ def _check_inputs(vae, graphs, data, seed):
     rng = np.random.default_rng(seed)
     k = vae.latent_dim
     if data is not None:
+        if hasattr(data, "element_spec") or not hasattr(data, "__len__"):
+            raise ValueError("data must be an array (n, *input_shape), not a dataset or "
+                             "generator; take some batches, e.g. np.concatenate(list("
+                             "ds.take(8).as_numpy_iterator())).")
         data = np.asarray(data)
         vae.check_data(data, "data")
         data = data.astype("float32")
@@ -341,9 +345,11 @@ def _onnx_fp16(model):
 def _onnx_int8(model, input_name, calibration, work_dir):
     """int8 quantization with onnxruntime's tools; returns (ModelProto, method).
 
-    Dynamic quantization (weights int8 ahead of time, activations on the fly) covers MatMul,
-    Gemm and Conv. It leaves ConvTranspose in float, so graphs with one get static QDQ
-    quantization instead, calibrated on `calibration` inputs.
+    As onnxruntime advises: dynamic quantization (int8 weights, activations quantized on the
+    fly; no calibration) for MatMul-only graphs such as the MLPs; static QDQ quantization,
+    calibrated on `calibration` inputs, for convolutional graphs. Dynamic quantization leaves
+    ConvTranspose in float and runs Conv through the slow ConvInteger kernel, whereas QDQ
+    quantizes both and onnxruntime fuses QDQ Conv into QLinearConv.
     """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
@@ -358,7 +364,7 @@ def _onnx_int8(model, input_name, calibration, work_dir):
     quant_logger.setLevel(logging.ERROR)  # its "consider pre-processing" warnings
     try:
         quant_pre_process(str(source), str(prepared))
-        if any(n.op_type == "ConvTranspose" for n in model.graph.node):
+        if any(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node):
             class Reader(CalibrationDataReader):
                 def __init__(self, batch_size=32):
                     self.batches = iter([{input_name: calibration[i:i + batch_size]}
@@ -614,8 +620,16 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         ExportError (a ValueError): an artifact exceeds its error budget, or cannot be built.
         ValueError: unknown format, bad opset, bad `data`.
     """
+    import keras
+    import onnx
+
     from keras_vae import __version__
 
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"Exporting needs the TensorFlow backend (Keras runs on {keras.backend.backend()!r}): "
+            "save the model (vae.save('m.keras')) and run the export with "
+            "KERAS_BACKEND=tensorflow; the weights load there unchanged.")
     formats = _normalize_formats(formats)
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (tf2onnx "
@@ -653,8 +667,6 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             for fmt in ("onnx", "onnx_fp16", "onnx_int8"):
                 if fmt not in formats:
                     continue
-                import onnx
-
                 extra = {}
                 if fmt == "onnx":
                     model = onnx_fp32

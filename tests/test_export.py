@@ -63,7 +63,7 @@ def models(digits):
 @pytest.fixture(scope="module")
 def exported(models, tmp_path_factory):
     """kw_diag and conv with every format (int8 ONNX is dynamic for the MLP, static QDQ for
-    the conv decoder's ConvTranspose); kw_full and gaussian with the default formats."""
+    the conv nets); kw_full and gaussian with the default formats."""
     root = tmp_path_factory.mktemp("exports")
     folders = {}
     for name, (vae, x) in models.items():
@@ -264,8 +264,9 @@ def test_edge_variants_within_budget_on_held_out_inputs(name, models, exported):
 
 
 def test_int8_method_follows_the_graph(exported):
-    """Dynamic quantization for MatMul graphs; the conv decoder's ConvTranspose needs static
-    QDQ, and its quantized graph really has quantize/dequantize around the ConvTranspose."""
+    """Dynamic quantization for MatMul graphs; convolutional graphs get static QDQ (dynamic
+    quantization would skip ConvTranspose), and the conv decoder's quantized graph really has
+    dequantized int8 inputs and weights feeding its ConvTranspose."""
     methods = {}
     for name in ("kw_diag", "conv"):
         manifest = json.loads((exported[name] / "manifest.json").read_text())
@@ -273,7 +274,8 @@ def test_int8_method_follows_the_graph(exported):
             if a["format"] == "onnx_int8":
                 methods[(name, a["component"])] = a["quantization"]
     assert methods[("kw_diag", "decoder")].startswith("dynamic")
-    assert methods[("conv", "encoder")].startswith("dynamic")
+    assert methods[("kw_diag", "encoder")].startswith("dynamic")
+    assert methods[("conv", "encoder")].startswith("static QDQ")
     assert methods[("conv", "decoder")].startswith("static QDQ")
     graph = onnx.load(str(exported["conv"] / "decoder.int8.onnx")).graph
     produced_by = {out: n.op_type for n in graph.node for out in n.output}
@@ -404,3 +406,27 @@ def test_cli_exports_a_run_directory(tmp_path, models, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_latency_benchmark_quick_runs_and_reports_ratios(tmp_path):
+    """The benchmark cannot rot: its --quick mode runs and writes complete results (numbers
+    are reported, never asserted)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    out = tmp_path / "latency.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "export_latency.py"),
+                           "--quick", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    (model,) = results["models"].values()
+    assert len(model["sizes_bytes"]) == 2 * len(exporting.ALL_FORMATS)
+    for component in exporting.COMPONENTS:
+        rows = model[component]
+        assert set(rows) == {"onnxruntime", "onnxruntime_fp16", "onnxruntime_int8", "saved_model",
+                             "litert", "litert_int8", "keras_predict", "keras_call"}
+        assert rows["saved_model"]["batch1_speedup_vs_saved_model"] == 1.0
+        for row in rows.values():
+            assert row["batch1_latency_ms"] > 0
+            ratio = rows["saved_model"]["batch1_latency_ms"] / row["batch1_latency_ms"]
+            assert row["batch1_speedup_vs_saved_model"] == pytest.approx(ratio)
