@@ -4,12 +4,15 @@
     python benchmarks/export_latency.py --quick    # a tiny model, a few calls (the test suite)
 
 For each model and each of encoder/decoder it times, on CPU, in this one process:
-- onnxruntime (fp32, and the fp16/int8 variants),
+- onnxruntime (fp32 with its default threads and with one thread, and the fp16/int8
+  variants),
 - the SavedModel reloaded with tf.saved_model.load (its serving signature),
 - LiteRT (fp32 and int8, tf.lite.Interpreter signature runner),
 - `keras.Model.predict` and a direct eager call `model(x)` of the Keras network,
 at batch 1 (median latency per call) and batch 256 (throughput, examples/s), and reports each
-as a ratio to the SavedModel. File sizes of every exported variant come from the manifest.
+as a ratio to the SavedModel. The runners take turns over 7 rounds and each reports the median
+of its rounds, so a load that drifts on a shared machine spreads over all of them. File sizes
+of every exported variant come from the manifest.
 Results go to benchmarks/results/export_latency[_quick].json. The Keras paths run the bare
 network (logits); the exported graphs add a sigmoid, which only favours Keras.
 """
@@ -32,8 +35,8 @@ import numpy as np  # noqa: E402
 
 
 def timed(fn, min_seconds, min_calls):
-    """Median seconds per call of fn() after 3 warm-up calls."""
-    for _ in range(3):
+    """Median seconds per call of fn() after 2 warm-up calls."""
+    for _ in range(2):
         fn()
     times, start = [], time.perf_counter()
     while len(times) < min_calls or time.perf_counter() - start < min_seconds:
@@ -43,14 +46,26 @@ def timed(fn, min_seconds, min_calls):
     return statistics.median(times)
 
 
+def cpu_model():
+    """The CPU's model name (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def runners(folder, component, model, input_name):
     """name -> function(inputs) for every way of running one component."""
     import onnxruntime as ort
     import tensorflow as tf
 
-    def onnx_runner(path):
+    def onnx_runner(path, threads=0):
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {input_name: x})
 
@@ -64,6 +79,7 @@ def runners(folder, component, model, input_name):
     signature = tf.saved_model.load(str(folder / component)).signatures["serving_default"]
     return {
         "onnxruntime": onnx_runner(folder / f"{component}.onnx"),
+        "onnxruntime_1thread": onnx_runner(folder / f"{component}.onnx", threads=1),
         "onnxruntime_fp16": onnx_runner(folder / f"{component}.fp16.onnx"),
         "onnxruntime_int8": onnx_runner(folder / f"{component}.int8.onnx"),
         "saved_model": lambda x: signature(**{input_name: tf.constant(x)}),
@@ -82,7 +98,9 @@ def bench_model(label, vae, quick, out_root):
     manifest = kv.export(vae, folder, formats="all")
     export_seconds = time.perf_counter() - started
     rng = np.random.default_rng(0)
-    min_seconds, min_calls = (0.05, 5) if quick else (1.0, 50)
+    # Runners take turns, several rounds each, and each keeps the median of its rounds: on a
+    # shared machine the load drifts, and interleaving spreads it evenly over the runners.
+    rounds, min_seconds, min_calls = (2, 0.02, 3) if quick else (7, 0.25, 20)
     big = 32 if quick else 256
     result = {"latent_dim": vae.latent_dim, "input_shape": list(vae.input_shape_),
               "parameters": int(vae.encoder.count_params() + vae.decoder.count_params()),
@@ -93,12 +111,16 @@ def bench_model(label, vae, quick, out_root):
             ("encoder", vae.encoder, "x", tuple(vae.input_shape_))):
         x1 = rng.random((1,) + shape).astype("float32")
         xb = rng.random((big,) + shape).astype("float32")
-        rows = {}
-        for name, run in runners(folder, component, model, input_name).items():
-            latency = timed(lambda: run(x1), min_seconds, min_calls)
-            per_batch = timed(lambda: run(xb), min_seconds, max(3, min_calls // 5))
-            rows[name] = {"batch1_latency_ms": latency * 1e3,
-                          f"batch{big}_examples_per_s": big / per_batch}
+        runs = runners(folder, component, model, input_name)
+        single = {name: [] for name in runs}
+        batched = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                single[name].append(timed(lambda: run(x1), min_seconds, min_calls))
+                batched[name].append(timed(lambda: run(xb), min_seconds, 3))
+        rows = {name: {"batch1_latency_ms": statistics.median(single[name]) * 1e3,
+                       f"batch{big}_examples_per_s": big / statistics.median(batched[name])}
+                for name in runs}
         ref = rows["saved_model"]
         for row in rows.values():
             row["batch1_speedup_vs_saved_model"] = ref["batch1_latency_ms"] / row[
@@ -146,7 +168,7 @@ def main(argv=None):
                   "conv_28x28_16": kv.VAE.conv((28, 28, 1), 16)}
     results = {
         "benchmark": "export_latency", "quick": args.quick,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "processor": cpu_model(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": list(os.getloadavg())},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,

@@ -423,8 +423,9 @@ def test_latency_benchmark_quick_runs_and_reports_ratios(tmp_path):
     assert len(model["sizes_bytes"]) == 2 * len(exporting.ALL_FORMATS)
     for component in exporting.COMPONENTS:
         rows = model[component]
-        assert set(rows) == {"onnxruntime", "onnxruntime_fp16", "onnxruntime_int8", "saved_model",
-                             "litert", "litert_int8", "keras_predict", "keras_call"}
+        assert set(rows) == {"onnxruntime", "onnxruntime_1thread", "onnxruntime_fp16",
+                             "onnxruntime_int8", "saved_model", "litert", "litert_int8",
+                             "keras_predict", "keras_call"}
         assert rows["saved_model"]["batch1_speedup_vs_saved_model"] == 1.0
         for row in rows.values():
             assert row["batch1_latency_ms"] > 0
