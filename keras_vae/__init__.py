@@ -9,6 +9,7 @@ Public API, re-exported from private modules:
 __version__ = "0.1.0"
 
 from keras_vae import datasets, networks, plots
+from keras_vae.exporting import export
 from keras_vae.distributions import (
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
@@ -22,6 +23,7 @@ from keras_vae.training import KLWarmup, ResumableEarlyStopping, StopOnNaN
 
 __all__ = [
     "VAE",
+    "export",
     "Sampling",
     "ScaleTril",
     "networks",

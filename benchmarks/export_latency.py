@@ -1,0 +1,196 @@
+"""Latency and throughput of the exported encoder and decoder, against Keras, in one run.
+
+    python benchmarks/export_latency.py            # Kingma-Welling 784-500-20 and a conv VAE
+    python benchmarks/export_latency.py --quick    # a tiny model, a few calls (the test suite)
+
+For each model and each of encoder/decoder it times, on CPU, in this one process:
+- onnxruntime (fp32 with its default threads and with one thread, and the fp16/int8
+  variants),
+- the SavedModel reloaded with tf.saved_model.load (its serving signature),
+- LiteRT (fp32 and int8, tf.lite.Interpreter signature runner),
+- `keras.Model.predict` and a direct eager call `model(x)` of the Keras network,
+at batch 1 (median latency per call) and batch 256 (throughput, examples/s), and reports each
+as a ratio to the SavedModel. The runners take turns over 7 rounds and each reports the median
+of its rounds, so a load that drifts on a shared machine spreads over all of them. File sizes
+of every exported variant come from the manifest.
+Results go to benchmarks/results/export_latency[_quick].json. The Keras paths run the bare
+network (logits); the exported graphs add a sigmoid, which only favours Keras.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def timed(fn, min_seconds, min_calls):
+    """Median seconds per call of fn() after 2 warm-up calls."""
+    for _ in range(2):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_model():
+    """The CPU's model name (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def runners(folder, component, model, input_name):
+    """name -> function(inputs) for every way of running one component."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    def onnx_runner(path, threads=0):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {input_name: x})
+
+    def tflite_runner(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path))
+        runner = interpreter.get_signature_runner("serving_default")
+        return lambda x: runner(**{input_name: x})
+
+    signature = tf.saved_model.load(str(folder / component)).signatures["serving_default"]
+    return {
+        "onnxruntime": onnx_runner(folder / f"{component}.onnx"),
+        "onnxruntime_1thread": onnx_runner(folder / f"{component}.onnx", threads=1),
+        "onnxruntime_fp16": onnx_runner(folder / f"{component}.fp16.onnx"),
+        "onnxruntime_int8": onnx_runner(folder / f"{component}.int8.onnx"),
+        "saved_model": lambda x: signature(**{input_name: tf.constant(x)}),
+        "litert": tflite_runner(folder / f"{component}.tflite"),
+        "litert_int8": tflite_runner(folder / f"{component}.int8.tflite"),
+        "keras_predict": lambda x: model.predict(x, batch_size=len(x), verbose=0),
+        "keras_call": lambda x: model(x, training=False),
+    }
+
+
+def bench_model(label, vae, quick, out_root):
+    import keras_vae as kv
+
+    folder = out_root / label
+    started = time.perf_counter()
+    manifest = kv.export(vae, folder, formats="all")
+    export_seconds = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    # Runners take turns, several rounds each, and each keeps the median of its rounds: on a
+    # shared machine the load drifts, and interleaving spreads it evenly over the runners.
+    rounds, min_seconds, min_calls = (2, 0.02, 3) if quick else (7, 0.25, 20)
+    big = 32 if quick else 256
+    result = {"latent_dim": vae.latent_dim, "input_shape": list(vae.input_shape_),
+              "parameters": int(vae.encoder.count_params() + vae.decoder.count_params()),
+              "export_seconds_all_formats": round(export_seconds, 2),
+              "sizes_bytes": {a["path"]: a["size_bytes"] for a in manifest["artifacts"]}}
+    for component, model, input_name, shape in (
+            ("decoder", vae.decoder, "z", (vae.latent_dim,)),
+            ("encoder", vae.encoder, "x", tuple(vae.input_shape_))):
+        x1 = rng.random((1,) + shape).astype("float32")
+        xb = rng.random((big,) + shape).astype("float32")
+        runs = runners(folder, component, model, input_name)
+        single = {name: [] for name in runs}
+        batched = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                single[name].append(timed(lambda: run(x1), min_seconds, min_calls))
+                batched[name].append(timed(lambda: run(xb), min_seconds, 3))
+        rows = {name: {"batch1_latency_ms": statistics.median(single[name]) * 1e3,
+                       f"batch{big}_examples_per_s": big / statistics.median(batched[name])}
+                for name in runs}
+        ref = rows["saved_model"]
+        for row in rows.values():
+            row["batch1_speedup_vs_saved_model"] = ref["batch1_latency_ms"] / row[
+                "batch1_latency_ms"]
+            row[f"batch{big}_throughput_vs_saved_model"] = (
+                row[f"batch{big}_examples_per_s"] / ref[f"batch{big}_examples_per_s"])
+        result[component] = rows
+    return result
+
+
+def print_table(label, result):
+    print(f"\n{label}: {result['parameters']} parameters, latent {result['latent_dim']}")
+    for component in ("decoder", "encoder"):
+        rows = result[component]
+        big = next(k for k in next(iter(rows.values())) if k.endswith("_examples_per_s"))
+        print(f"  {component:8s} {'batch-1 ms':>11s} {'x SavedModel':>13s} "
+              f"{big.replace('_examples_per_s', ' ex/s'):>14s} {'x SavedModel':>13s}")
+        for name, row in rows.items():
+            ratio_key = big.replace("_examples_per_s", "_throughput_vs_saved_model")
+            print(f"  {name:18s} {row['batch1_latency_ms']:8.3f} "
+                  f"{row['batch1_speedup_vs_saved_model']:10.1f}x "
+                  f"{row[big]:14.0f} {row[ratio_key]:12.2f}x")
+    print("  sizes (KiB): " + ", ".join(f"{k} {v / 1024:.0f}"
+                                        for k, v in result["sizes_bytes"].items()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, few calls (tests)")
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/"
+                                      "export_latency[_quick].json)")
+    args = parser.parse_args(argv)
+
+    import keras
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    import keras_vae as kv
+
+    keras.utils.set_random_seed(0)
+    if args.quick:
+        models = {"kingma_welling_tiny": kv.VAE.kingma_welling(64, 4, hidden_units=32)}
+    else:
+        models = {"kingma_welling_784_500_20": kv.VAE.kingma_welling(784, 20),
+                  "conv_28x28_16": kv.VAE.conv((28, 28, 1), 16)}
+    results = {
+        "benchmark": "export_latency", "quick": args.quick,
+        "machine": {"platform": platform.platform(), "processor": cpu_model(),
+                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_start": list(os.getloadavg())},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                     "onnxruntime": ort.__version__, "keras_vae": kv.__version__},
+        "note": "one process, CPU only, default thread settings of each runtime (a load "
+                "average above cpu_count means other work shared the cores); weights "
+                "untrained (latency does not depend on them); ratios are to the reloaded "
+                "SavedModel measured in the same run",
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, vae in models.items():
+            results["models"][label] = bench_model(label, vae, args.quick, Path(tmp))
+            print_table(label, results["models"][label])
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    out = Path(args.out) if args.out else (Path(__file__).parent / "results" / (
+        "export_latency_quick.json" if args.quick else "export_latency.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
