@@ -16,6 +16,7 @@ Batch sizes. Under a strategy, the `batch_size` given to `fit` (or the batch of 
 `tf.data.Dataset`) is the *global* batch: every step splits it into
 `num_replicas_in_sync` per-replica batches, one per device (GPU, or logical CPU device) and
 worker. Keep the per-replica batch fixed and scale the global batch with the replica count.
+Train with `fit`: under a strategy `train_on_batch` gives every replica the whole batch.
 
 Why the loss is averaged correctly. The VAE adds mean(reconstruction) and beta * mean(kl)
 over its own per-replica batch with `add_loss`. Keras 3's TensorFlow trainer multiplies every
