@@ -6,13 +6,33 @@ from keras import ops
 from keras_vae import distributions
 
 
+def _replica_normal(shape, dtype, seed_generator):
+    """eps for one replica of a `tf.distribute` strategy with several replicas, else None.
+
+    Every replica holds a copy of the seed generator's state, so `keras.random.normal` would
+    draw the *same* eps on every replica (and every worker): example i of each shard would get
+    identical noise. Folding the replica's id into the seed gives each replica its own stream.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    seed = tf.cast(tf.math.floormod(seed_generator.next(), tf.int32.max - 1), "int32")
+    seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
 class Sampling(keras.layers.Layer):
     """Draws z = mu + Sigma^(1/2) eps with eps ~ N(0, I): the reparameterization trick.
 
     THEORY eq [34]: diagonal Sigma uses the element-wise product sigma * eps (eq [45]); a full
     covariance given by its lower-triangular factor L (Sigma = L L^T) uses z = mu + L eps.
-    Gradients flow to mu and to the scale; eps is the only random op of the model.
+    Gradients flow to mu and to the scale; eps is the only random op of the model. Under a
+    `tf.distribute` strategy with several replicas each replica draws its own eps.
 
     Call arguments:
         inputs: `(z_mean, z_log_var)` with shapes (B, K), (B, K) for a diagonal posterior, or
@@ -35,7 +55,9 @@ class Sampling(keras.layers.Layer):
         shape = tuple(ops.shape(z_mean))
         if num_samples is not None:
             shape = (num_samples,) + shape
-        eps = keras.random.normal(shape, dtype=z_mean.dtype, seed=self.seed_generator)
+        eps = _replica_normal(shape, z_mean.dtype, self.seed_generator)
+        if eps is None:
+            eps = keras.random.normal(shape, dtype=z_mean.dtype, seed=self.seed_generator)
         if len(scale.shape) == len(z_mean.shape) + 1:  # full covariance: L eps
             return z_mean + ops.matmul(scale, ops.expand_dims(eps, -1))[..., 0]
         return z_mean + ops.exp(0.5 * scale) * eps
