@@ -35,7 +35,7 @@ import numpy as np
 
 import keras
 
-from keras_vae import datasets, plots
+from keras_vae import datasets, distribute, plots
 from keras_vae.model import VAE
 
 MODELS = ("kingma-welling", "mlp", "conv")
@@ -47,11 +47,13 @@ HISTORY_FILE = "history.csv"
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 BACKUP_DIR = "backup"
 MONITOR = "val_neg_elbo"  # beta-independent, unlike val_loss
+STRATEGIES = ("default", "mirrored", "multiworker")
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 
 # Options that define a run: a rerun with any of them changed is a different run.
 RUN_OPTIONS = ("dataset", "data_dir", "model", "latent_dim", "hidden_units", "likelihood",
                "posterior", "num_samples", "beta", "kl_warmup", "epochs", "batch_size", "lr",
-               "seed", "binarize", "scale", "early_stopping")
+               "seed", "binarize", "scale", "early_stopping", "mixed_precision")
 
 
 class TrainingDiverged(RuntimeError):
@@ -165,6 +167,11 @@ def check_config(config):
             and len(config["hidden_units"]) != 1:
         raise ValueError("--model kingma-welling has exactly one hidden layer; give one "
                          "number to --hidden-units or use --model mlp.")
+    if config.get("strategy", "default") not in STRATEGIES:
+        raise ValueError(f"Unknown --strategy {config['strategy']!r}: expected one of {STRATEGIES}.")
+    if config.get("mixed_precision") not in MIXED_PRECISION:
+        raise ValueError(f"Unknown --mixed-precision {config['mixed_precision']!r}: expected "
+                         f"one of {MIXED_PRECISION[1:]}.")
     if config["likelihood"] == "bernoulli" and config["scale"] is None:
         raise ValueError("The Bernoulli likelihood needs data in [0, 1]: do not combine "
                          "--scale none with --likelihood bernoulli.")
@@ -212,7 +219,7 @@ def build_model(config):
 def make_config(dataset, model="kingma-welling", latent_dim=2, epochs=50, batch_size=100,
                 lr=1e-3, beta=1.0, kl_warmup=0, num_samples=1, posterior="diagonal",
                 likelihood="bernoulli", hidden_units=None, binarize=None, scale="auto", seed=0,
-                early_stopping=None, data_dir=None):
+                early_stopping=None, data_dir=None, strategy="default", mixed_precision=None):
     """A complete, checked run configuration (dict) with the data shapes filled in.
 
     `dataset` is a known name or a path (made absolute). Adds `input_shape` (what the model
@@ -224,7 +231,8 @@ def make_config(dataset, model="kingma-welling", latent_dim=2, epochs=50, batch_
                   likelihood=likelihood, posterior=posterior, num_samples=num_samples,
                   beta=float(beta), kl_warmup=kl_warmup, epochs=epochs, batch_size=batch_size,
                   lr=float(lr), seed=seed, binarize=binarize, scale=scale,
-                  early_stopping=early_stopping)
+                  early_stopping=early_stopping, strategy=strategy,
+                  mixed_precision=mixed_precision)
     check_config(config)
     options = _data_options(config)
     config["input_shape"] = list(datasets.example_shape(key, options["flatten"], data_dir))
@@ -347,7 +355,7 @@ def prepare_run_dir(run_dir, config, overwrite=False):
 
 
 # ============================================================================ training
-def _callbacks(config, run_dir, history):
+def _callbacks(config, run_dir, history, backup_root=None):
     previous = history.get(MONITOR, [])
     best = min((v for v in previous if math.isfinite(v)), default=None)
     callbacks = []
@@ -366,9 +374,13 @@ def _callbacks(config, run_dir, history):
             start_from_epoch=config["kl_warmup"], verbose=1))
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                  write_graph=False, profile_batch=0))
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
-                                                      double_checkpoint=True,
-                                                      delete_checkpoint=False))
+    if config.get("strategy") == "multiworker":  # the chief writes, every worker restores
+        callbacks.append(distribute.BackupAndRestore(os.path.join(backup_root, BACKUP_DIR),
+                                                     delete_checkpoint=False))
+    else:
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
+                                                          double_checkpoint=True,
+                                                          delete_checkpoint=False))
     return callbacks, stop_on_nan
 
 
@@ -390,6 +402,21 @@ def train(config, run_dir, overwrite=False, verbose=1):
         FileExistsError: see `prepare_run_dir`. TrainingDiverged: the loss became NaN/inf.
     """
     started = time.time()
+    # Strategy first: a multi-worker cluster must form before other TensorFlow work.
+    strategy = distribute.get_strategy(config.get("strategy", "default"))
+    backup_root = run_dir
+    if not distribute.is_chief(strategy):  # other workers keep their files apart
+        task_type, task_id, _ = distribute._task(strategy)
+        run_dir = os.path.join(run_dir, f"{task_type}-{task_id}")
+    previous_policy = keras.mixed_precision.dtype_policy().name
+    distribute.set_mixed_precision(config.get("mixed_precision"))
+    try:
+        return _train(config, run_dir, overwrite, verbose, strategy, backup_root, started)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+
+def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
     state = prepare_run_dir(run_dir, config, overwrite)
     keras.utils.set_random_seed(config["seed"])
     model_path = os.path.join(run_dir, MODEL_FILE)
@@ -408,8 +435,9 @@ def train(config, run_dir, overwrite=False, verbose=1):
                                  shuffle=True, binarize=config["binarize"], seed=config["seed"],
                                  **_data_options(config))
         valid_ds = load_split(config, "valid")
-        vae = build_model(config)
-        callbacks, stop_on_nan = _callbacks(config, run_dir, read_history(run_dir))
+        with strategy.scope():
+            vae = build_model(config)
+        callbacks, stop_on_nan = _callbacks(config, run_dir, read_history(run_dir), backup_root)
         vae.fit(train_ds, epochs=config["epochs"], validation_data=valid_ds,
                 callbacks=callbacks, verbose=verbose, shuffle=False)  # shuffled by tf.data
         if stop_on_nan.stopped_at is not None:
@@ -424,7 +452,7 @@ def train(config, run_dir, overwrite=False, verbose=1):
         if os.path.exists(best_path):
             vae.load_weights(best_path)
         vae.beta.assign(vae.beta_target)  # the saved model's loss is the configured one
-        vae.save(model_path)
+        distribute.save_model(vae, model_path, strategy)  # only the chief writes elsewhere
         shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
 
     metrics = evaluate_model(vae, config, "test")
@@ -531,7 +559,8 @@ def run_train(args):
         num_samples=args.num_samples, posterior=args.posterior, likelihood=args.likelihood,
         hidden_units=None if args.hidden_units is None else _hidden_units(args.hidden_units),
         binarize=None if args.binarize == "none" else args.binarize, scale=_scale(args.scale),
-        seed=args.seed, early_stopping=args.early_stopping, data_dir=args.data_dir)
+        seed=args.seed, early_stopping=args.early_stopping, data_dir=args.data_dir,
+        strategy=args.strategy, mixed_precision=args.mixed_precision)
     run_dir = args.run_dir or os.path.join(
         "runs", f"{os.path.basename(config['dataset']).split('.')[0].replace('/', '-')}-"
                 f"{config['model']}-k{config['latent_dim']}")
@@ -624,6 +653,12 @@ def add_commands(subparsers):
     p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without a better validation -ELBO")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", choices=STRATEGIES, default="default",
+                   help="tf.distribute strategy: mirrored (this machine's devices) or "
+                        "multiworker (reads TF_CONFIG; run the same command on every worker "
+                        "with a shared --run-dir). --batch-size is the global batch.")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISION[1:], default=None,
+                   help="compute the networks in 16 bits; KL and likelihood stay float32")
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
     p.add_argument("--run-dir", default=None,
                    help="where the run is written (default runs/DATASET-MODEL-kK)")

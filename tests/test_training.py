@@ -164,3 +164,23 @@ def test_training_curves_plot_the_history(tmp_path):
     beta_axis = fig.axes[-1]
     np.testing.assert_array_equal(beta_axis.get_lines()[0].get_ydata(), history["beta"])
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_train_under_a_strategy_with_mixed_precision(tmp_path):
+    """`--strategy mirrored --mixed-precision mixed_bfloat16`: the networks compute in bfloat16,
+    the run learns (test -ELBO well below the untrained model's), the saved model keeps the
+    policy, and the global policy is restored afterwards."""
+    config = training.make_config("digits", latent_dim=2, epochs=3, batch_size=50, lr=3e-3,
+                                  hidden_units=[32], strategy="mirrored",
+                                  mixed_precision="mixed_bfloat16")
+    untrained = training.build_model(config)
+    before = training.evaluate_model(untrained, config)["neg_elbo"]
+    summary = training.train(config, str(tmp_path / "run"), verbose=0)
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert summary["test"]["neg_elbo"] < before - 5.0
+    vae, saved_config = training.load_run(str(tmp_path / "run"))
+    assert saved_config["strategy"] == "mirrored"
+    assert vae.encoder.get_layer("hidden_0").compute_dtype == "bfloat16"
+    assert vae.encode(np.zeros((2, 64), "float32"))[0].dtype == np.float32
+    with pytest.raises(ValueError, match="Unknown --strategy 'ring'"):
+        training.make_config("digits", strategy="ring")
