@@ -282,3 +282,26 @@ def test_detector_flags_data_the_model_finds_unlikely():
     assert report["auroc"] > 0.9
     assert abs(report["fpr"] - 0.1) < 0.05
     assert det.predict(shifted).mean() == pytest.approx(report["tpr"])
+
+
+@pytest.mark.large
+def test_jax_backend_gives_the_exact_value_too():
+    # keras.ops only, compiled with jax.jit there: the same ground truth must hold.
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "import keras, numpy as np\n"
+        "import test_evaluation as t\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "t.test_exact_posterior_gives_exact_log_likelihood_for_every_k()\n"
+        "t.test_seed_chunking_and_batching()\n"
+        "print('ok')\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
