@@ -112,7 +112,7 @@ class _Compiled:
 
             # num_samples is a Python int: one trace per chunk size, reused for every batch.
             self._fn = tf.function(lambda x, s, v: fn(x, self.seed_generator, s, v),
-                                   jit_compile=True, reduce_retracing=False)
+                                   jit_compile=True, reduce_retracing=False, autograph=False)
         elif backend == "jax":
             import jax
 
