@@ -172,6 +172,7 @@ def main(argv=None):
         for r in range(args.rounds):
             for name, cmd in runs.items():
                 result = run_one(cmd, timeout=1800)
+                result["load_average_1min_after"] = round(os.getloadavg()[0], 2)
                 samples[name].append(result)
                 print(f"round {r + 1}/{args.rounds} {name:28s} "
                       f"{result['samples_per_second']:9.0f} samples/s", flush=True)
@@ -180,6 +181,8 @@ def main(argv=None):
         rates = [res["samples_per_second"] for res in results]
         summary[name] = {"median_samples_per_second": statistics.median(rates),
                          "samples_per_second": rates,
+                         "load_average_1min_after_each": [res["load_average_1min_after"]
+                                                          for res in results],
                          "last_train_loss": results[-1].get("last_train_loss")}
     peers = [n for n in ("torch", "keras-example") if n in summary]
     out = {"benchmark": "throughput", "quick": args.quick, "machine": machine(),
