@@ -80,7 +80,12 @@ def worker(args):
 
 # ----------------------------------------------------------------------------- driver
 def contenders(args):
-    """name -> argv of each subprocess."""
+    """name -> (argv, extra environment) of each subprocess.
+
+    PyTorch runs twice: with its default thread count (2 here) and with one OpenMP thread,
+    because its OpenMP threads slow down sharply when other jobs hold the cores (spinning
+    barriers); the faster of all peer configurations is the one compared against.
+    """
     common = ["--data", args.data, "--epochs", str(args.epochs)]
     out = {}
     if not args.skip_peers:
@@ -90,16 +95,17 @@ def contenders(args):
             if not os.path.exists(path):
                 raise SystemExit(f"error: peer {path} not found; pass --bench-dir or "
                                  "--skip-peers.")
-        out["torch"] = [sys.executable, torch_ref] + common
-        out["keras-example"] = [sys.executable, keras_ref] + common
+        out["torch"] = ([sys.executable, torch_ref] + common, {})
+        out["torch-1-thread"] = ([sys.executable, torch_ref] + common, {"OMP_NUM_THREADS": "1"})
+        out["keras-example"] = ([sys.executable, keras_ref] + common, {})
     for variant in args.variants:
-        out[f"keras-vae:{variant}"] = [sys.executable, os.path.abspath(__file__), "--worker",
-                                       "--variant", variant] + common
+        out[f"keras-vae:{variant}"] = ([sys.executable, os.path.abspath(__file__), "--worker",
+                                        "--variant", variant] + common, {})
     return out
 
 
-def run_one(argv, timeout):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+def run_one(argv, extra_env, timeout):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, **extra_env)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -170,8 +176,8 @@ def main(argv=None):
         runs = contenders(args)
         samples = {name: [] for name in runs}
         for r in range(args.rounds):
-            for name, cmd in runs.items():
-                result = run_one(cmd, timeout=1800)
+            for name, (cmd, extra_env) in runs.items():
+                result = run_one(cmd, extra_env, timeout=1800)
                 result["load_average_1min_after"] = round(os.getloadavg()[0], 2)
                 samples[name].append(result)
                 print(f"round {r + 1}/{args.rounds} {name:28s} "
@@ -184,7 +190,7 @@ def main(argv=None):
                          "load_average_1min_after_each": [res["load_average_1min_after"]
                                                           for res in results],
                          "last_train_loss": results[-1].get("last_train_loss")}
-    peers = [n for n in ("torch", "keras-example") if n in summary]
+    peers = [n for n in ("torch", "torch-1-thread", "keras-example") if n in summary]
     out = {"benchmark": "throughput", "quick": args.quick, "machine": machine(),
            "versions": versions(), "epochs_timed": args.epochs, "rounds": args.rounds,
            "architecture": f"784-{args.hidden}-{args.latent} tanh, Bernoulli, Adam 1e-3",

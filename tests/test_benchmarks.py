@@ -73,7 +73,8 @@ def test_throughput_quick(tmp_path):
                - data["results"]["keras-vae:no_xla"]["last_train_loss"]) < 1.0
     if with_peers:
         fastest = data["fastest_peer"]
-        assert rates[fastest] == max(rates["torch"], rates["keras-example"])
+        peers = ("torch", "torch-1-thread", "keras-example")
+        assert rates[fastest] == max(rates[n] for n in peers)
         for name in ("keras-vae:default", "keras-vae:no_xla"):
             assert data["ratio_to_fastest_peer"][name] == pytest.approx(
                 rates[name] / rates[fastest], abs=0.01)
