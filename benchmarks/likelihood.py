@@ -206,6 +206,50 @@ def run_model(name, args, data):
     return info
 
 
+def memory_probe(args):
+    """One evaluation of 50 test images, k=5000, at --memory-probe max_elements: prints JSON.
+
+    Runs in a fresh process so the peak over the process's baseline (after loading the model
+    and TensorFlow) is the evaluation's own memory, XLA compilation included.
+    """
+    import keras
+    import keras_vae as kv
+
+    vae = keras.saving.load_model(os.path.join(args.out_dir, "kingma_welling", "model.keras"))
+    x = shape_for(vae, load_data(args)[2][:50])
+    vae.encode(x[:2])
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        kv.evaluation.log_likelihood(vae, x, num_samples=args.num_samples,
+                                     max_elements=args.memory_probe, seed=0, verbose=0)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"max_elements": args.memory_probe, "examples": len(x),
+                      "num_samples": args.num_samples,
+                      "rss_increase_mib": round(mem.peak_mib - mem.baseline_mib, 1),
+                      "baseline_rss_mib": round(mem.baseline_mib, 1),
+                      "seconds_including_compilation": round(seconds, 2)}))
+
+
+def memory_sweep(args):
+    """Peak memory of the k=5000 evaluation for several max_elements, one process each."""
+    import subprocess
+
+    rows = []
+    for max_elements in (2 ** 21, 2 ** 23, 2 ** 25):
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", str(max_elements),
+               "--out-dir", args.out_dir, "--data", args.data,
+               "--num-samples", str(args.num_samples)] + (["--quick"] if args.quick else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    path = os.path.join(os.path.dirname(os.path.abspath(args.results)), "evaluation_memory.json")
+    with open(path, "w") as f:
+        json.dump({"benchmark": "evaluation peak memory", "model": "kingma_welling",
+                   "input_dim": 784 if not args.quick else 64, "hardware": hardware(),
+                   "runs": rows}, f, indent=2)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=DEFAULT_DATA, help="binarized MNIST npz")
@@ -222,11 +266,20 @@ def main(argv=None):
     p.add_argument("--test-limit", type=int, default=0,
                    help="evaluate on the first N test examples only (0: all)")
     p.add_argument("--overwrite", action="store_true", help="retrain even if results exist")
+    p.add_argument("--memory-sweep", action="store_true",
+                   help="only measure the evaluation's peak memory for 3 max_elements values "
+                        "(needs OUT_DIR/kingma_welling/model.keras); writes "
+                        "evaluation_memory.json beside --results")
+    p.add_argument("--memory-probe", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true",
                    help="synthetic 8x8 data, 3 epochs, k=20: checks the pipeline in seconds")
     args = p.parse_args(argv)
     if args.quick:
         args.max_epochs, args.num_samples, args.minutes = 3, 20, 5.0
+    if args.memory_probe:
+        return memory_probe(args)
+    if args.memory_sweep:
+        return memory_sweep(args)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:

@@ -46,6 +46,11 @@ def test_likelihood_quick(tmp_path):
     stdout = run("likelihood.py", "--models", "kingma_welling", "--out-dir", str(out_dir),
                  "--results", str(results))
     assert "skipping" in stdout
+    # The memory sweep: one fresh process per memory bound, each reporting its peak.
+    run("likelihood.py", "--memory-sweep", "--out-dir", str(out_dir), "--results", str(results))
+    sweep = json.loads((tmp_path / "evaluation_memory.json").read_text())["runs"]
+    assert [r["max_elements"] for r in sweep] == [2 ** 21, 2 ** 23, 2 ** 25]
+    assert all(r["rss_increase_mib"] >= 0 and r["num_samples"] == 20 for r in sweep)
 
 
 def peers_available():
