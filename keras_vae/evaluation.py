@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 # Decoder outputs (samples x examples x features) per compiled call: 2**23 float32 values are
-# 32 MiB per tensor of that shape; the peak is a few such tensors (see benchmarks/README.md).
+# 32 MiB per tensor of that shape. Measured peak for k=5000 on 784-dim MNIST (Kingma-Welling
+# model): ~155 MiB above the process's baseline, whatever k and n (benchmarks/README.md).
 DEFAULT_MAX_ELEMENTS = 2 ** 23
 ANOMALY_METHODS = ("elbo", "iwae")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -272,8 +273,9 @@ def log_likelihood(vae, x, num_samples=5000, batch_size=None, seed=None, chunk_s
             batch/chunk sizes, not on anything else).
         chunk_size: samples per compiled call; the k samples are split into chunks whose
             logsumexps are combined exactly (streaming, float64).
-        max_elements: bound on samples * examples * features per call; peak memory for
-            784-dim data at the default is measured in benchmarks/README.md.
+        max_elements: bound on samples * examples * features per call. The peak memory
+            follows it, not k or n: for k=5000 on 784-dim data, ~115 / 155 / 340 MiB above
+            the baseline for 2**21 / 2**23 (default) / 2**25 (benchmarks/README.md).
         verbose: 0, 1 or "auto" (progress bar when n * k >= 2e6).
 
     Returns:
