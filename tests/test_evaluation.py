@@ -1,0 +1,307 @@
+"""keras_vae.evaluation against ground truth.
+
+- A linear-Gaussian VAE (linear decoder, Gaussian likelihood) has the exact marginal
+  ln p(x) = ln N(x | b, W^T W + diag(psi)) and an exact Gaussian posterior, both computed here in
+  NumPy from the decoder's weights. With the exact posterior as encoder (full covariance) every
+  importance weight equals p(x), so the estimate is exact for every k; with a mismatched diagonal
+  encoder the estimate rises to ln p(x) as k grows and stays below it up to Monte Carlo error.
+- A Bernoulli VAE with one latent dimension has ln p(x) = ln integral p(x|z) N(z) dz, computed by
+  quadrature on a dense grid.
+- The k = 1 estimate equals the ELBO in expectation; the ELBO's terms match the closed forms.
+- Anomaly thresholds and AUROC against known score distributions (AUROC = Phi(d / sqrt 2)).
+"""
+
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import keras
+
+import keras_vae as kv
+from keras_vae import evaluation, networks
+
+D, K = 6, 2
+
+
+# ----------------------------------------------------------------------------- helpers
+def linear_gaussian(posterior="full", exact_posterior=True, seed=0, var_scale=1.0):
+    """A linear-Gaussian VAE with known weights; returns (vae, W (K, D), b (D,), psi (D,))."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(K, D)).astype("float32")
+    b = rng.normal(size=D).astype("float32")
+    psi = rng.uniform(0.3, 1.0, size=D).astype("float32")
+    encoder = networks.mlp_encoder((D,), K, hidden_units=(), posterior=posterior)
+    decoder = networks.mlp_decoder(K, (D,), hidden_units=())
+    vae = kv.VAE(encoder, decoder, K, likelihood="gaussian", posterior=posterior)
+    decoder.get_layer("x_params").set_weights([w, b])
+    vae.decoder_log_var.assign(np.log(psi))
+    # Exact posterior p(z|x) = N(A x + c, S), S = (I + W Psi^-1 W^T)^-1, A = S W Psi^-1.
+    s = np.linalg.inv(np.eye(K) + (w / psi) @ w.T)
+    a = s @ (w / psi)
+    c = -a @ b
+    encoder.get_layer("z_mean").set_weights([a.T.astype("float32"), c.astype("float32")])
+    if posterior == "full":
+        chol = np.linalg.cholesky(s if exact_posterior else s * var_scale)
+        rows, cols = np.tril_indices(K)
+        raw = chol[rows, cols].copy()
+        diag = rows == cols
+        raw[diag] = np.log(np.expm1(raw[diag] - 1e-4))  # inverse of softplus(.) + min_scale
+        layer = encoder.get_layer("z_scale_tril_raw")
+        layer.set_weights([np.zeros((D, len(raw)), "float32"), raw.astype("float32")])
+    else:
+        log_var = np.log(np.diag(s) * var_scale)
+        encoder.get_layer("z_log_var").set_weights([np.zeros((D, K), "float32"),
+                                                    log_var.astype("float32")])
+    return vae, w, b, psi
+
+
+def exact_log_px(x, w, b, psi):
+    cov = w.T.astype(np.float64) @ w + np.diag(psi.astype(np.float64))
+    return stats.multivariate_normal(mean=b, cov=cov).logpdf(x)
+
+
+def linear_gaussian_data(w, b, psi, n, seed=1):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, K))
+    return (z @ w + b + rng.normal(size=(n, D)) * np.sqrt(psi)).astype("float32")
+
+
+def bernoulli_1d(seed=0, dims=12):
+    """A Bernoulli VAE with K = 1 and random weights; data drawn from its own generative model."""
+    keras.utils.set_random_seed(seed)
+    vae = kv.VAE.mlp((dims,), latent_dim=1, hidden_units=(8,), activation="tanh")
+    # A wide proposal (q's variance 2, mean varying mildly with x) keeps the importance
+    # weights bounded, so k = 20000 pins ln p(x) down to ~0.005 nats.
+    head = vae.encoder.get_layer("z_log_var")
+    head.set_weights([np.zeros_like(w) + v for w, v in zip(head.get_weights(), (0.0, math.log(2)))])
+    head = vae.encoder.get_layer("z_mean")
+    head.set_weights([w * 0.3 for w in head.get_weights()])
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(64, 1)).astype("float32")
+    probs = vae.decode(z)
+    x = (rng.uniform(size=probs.shape) < probs).astype("float32")
+    return vae, x
+
+
+def quadrature_log_px(vae, x):
+    """ln integral p(x|z) N(z|0,1) dz on a dense grid over [-9, 9] (trapezoid rule)."""
+    grid = np.linspace(-9.0, 9.0, 4001)
+    logits = vae.decoder.predict(grid[:, None].astype("float32"), verbose=0).astype(np.float64)
+    # ln p(x|z_g) for every (example, grid point): (n, G)
+    log_lik = x @ logits.T - np.sum(np.logaddexp(0.0, logits), axis=1)[None, :]
+    log_w = log_lik + stats.norm.logpdf(grid)[None, :] + np.log(np.gradient(grid))[None, :]
+    return special.logsumexp(log_w, axis=1)
+
+
+# ----------------------------------------------------------------------------- ln p(x)
+def test_exact_posterior_gives_exact_log_likelihood_for_every_k():
+    vae, w, b, psi = linear_gaussian("full", exact_posterior=True)
+    x = linear_gaussian_data(w, b, psi, 50)
+    exact = exact_log_px(x, w, b, psi)
+    for k in (1, 7):
+        est = evaluation.log_likelihood(vae, x, num_samples=k, seed=3)
+        np.testing.assert_allclose(est, exact, atol=2e-3, rtol=0)
+    # With q = p(z|x) the KL(q || p(z|x)) gap vanishes: the ELBO is ln p(x) too.
+    parts = evaluation.elbo(vae, x, num_samples=2000, seed=0)
+    np.testing.assert_allclose(parts.elbo, exact, atol=0.1)
+    np.testing.assert_allclose(parts.elbo, -parts.reconstruction - parts.kl)
+
+
+def test_estimate_rises_to_exact_value_and_stays_below_it():
+    # Diagonal posterior with the right means but twice too narrow, uncorrelated variances.
+    vae, w, b, psi = linear_gaussian("diagonal", var_scale=0.5)
+    x = linear_gaussian_data(w, b, psi, 200)
+    exact = exact_log_px(x, w, b, psi)
+    gaps, errors = [], []
+    for k in (1, 10, 100, 3000):
+        gap = np.concatenate([exact - evaluation.log_likelihood(vae, x, num_samples=k, seed=s)
+                              for s in range(3)])
+        gaps.append(gap.mean())
+        errors.append(gap.std(ddof=1) / math.sqrt(gap.size))
+        # A lower bound in expectation: never above ln p(x) beyond Monte Carlo error.
+        assert gap.mean() > -3 * errors[-1], (k, gap.mean(), errors[-1])
+    assert gaps[0] > 0.1  # the mismatch costs something at k = 1 ...
+    assert all(g1 > g2 for g1, g2 in zip(gaps, gaps[1:])), gaps  # ... less as k grows ...
+    assert abs(gaps[-1]) < max(0.01, 4 * errors[-1]), gaps  # ... and vanishes.
+
+
+def test_bernoulli_estimate_matches_quadrature():
+    vae, x = bernoulli_1d()
+    exact = quadrature_log_px(vae, x)
+    est = evaluation.log_likelihood(vae, x, num_samples=20000, seed=0)
+    assert np.all(est <= exact + 0.02)
+    np.testing.assert_allclose(est, exact, atol=0.02)
+    assert abs(np.mean(est - exact)) < 0.005
+    parts = evaluation.elbo(vae, x, num_samples=200, seed=0)
+    assert parts.elbo.mean() < exact.mean() - 0.01  # a random encoder leaves a gap
+
+
+def test_k1_estimate_equals_elbo_in_expectation():
+    vae, x = bernoulli_1d(seed=2)
+    x = np.tile(x, (8, 1))  # 512 independent draws of the k = 1 estimate
+    k1 = np.concatenate([evaluation.log_likelihood(vae, x, num_samples=1, seed=s)
+                         for s in range(4)])
+    ref = np.tile(evaluation.elbo(vae, x, num_samples=500, seed=9).elbo, 4)
+    diff = k1 - ref
+    stderr = diff.std(ddof=1) / math.sqrt(diff.size)
+    assert abs(diff.mean()) < 3.5 * stderr + 1e-3, (diff.mean(), stderr)
+    # ... and it is a different, noisier quantity per draw, not the same number.
+    assert diff.std() > 0.1
+
+
+def test_elbo_terms_match_closed_forms_on_linear_gaussian():
+    vae, w, b, psi = linear_gaussian("diagonal", var_scale=0.7, seed=4)
+    x = linear_gaussian_data(w, b, psi, 40, seed=5)
+    z_mean, z_log_var = vae.encode(x)
+    var = np.exp(z_log_var.astype(np.float64))
+    kl = 0.5 * np.sum(var + z_mean ** 2 - 1.0 - np.log(var), axis=1)
+    # E_q ln N(x | W^T z + b, Psi) = ln N(x | W^T m + b, Psi) - 1/2 tr(Psi^-1 W^T S W).
+    mean = z_mean @ w + b
+    rec = -(stats.norm.logpdf(x, mean, np.sqrt(psi)).sum(1)
+            - 0.5 * np.einsum("nk,kd->n", var, w ** 2 / psi))
+    parts = evaluation.elbo(vae, x, num_samples=4000, seed=1)
+    np.testing.assert_allclose(parts.kl, kl, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(parts.reconstruction, rec, atol=0.05)
+    assert parts.reconstruction.dtype == np.float64 and parts.elbo.shape == (40,)
+
+
+def test_full_posterior_bernoulli_and_conv_shapes_run_through_the_same_math():
+    # Full posterior on image-shaped data: k=1 estimate vs ELBO in expectation again.
+    keras.utils.set_random_seed(1)
+    vae = kv.VAE.conv((8, 8, 1), latent_dim=3, filters=(4,), dense_units=16, posterior="full")
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(size=(256, 8, 8, 1)) < 0.3).astype("float32")
+    k1 = evaluation.log_likelihood(vae, x, num_samples=1, seed=0)
+    ref = evaluation.elbo(vae, x, num_samples=200, seed=1).elbo
+    diff = k1 - ref
+    assert abs(diff.mean()) < 3.5 * diff.std(ddof=1) / math.sqrt(diff.size)
+    big = evaluation.log_likelihood(vae, x[:32], num_samples=500, seed=0)
+    assert big.shape == (32,) and np.all(big > ref[:32] - 0.5)
+
+
+# ----------------------------------------------------------------------------- mechanics
+def test_seed_chunking_and_batching():
+    vae, w, b, psi = linear_gaussian("diagonal", var_scale=0.5)
+    x = linear_gaussian_data(w, b, psi, 37)
+    kw = dict(num_samples=300, batch_size=8, chunk_size=64)
+    a = evaluation.log_likelihood(vae, x, seed=5, **kw)
+    np.testing.assert_array_equal(a, evaluation.log_likelihood(vae, x, seed=5, **kw))
+    assert not np.array_equal(a, evaluation.log_likelihood(vae, x, seed=6, **kw))
+    # Chunks of 64 (the last one partly masked) combine to the same estimator as one chunk:
+    # both average to the same value up to Monte Carlo error.
+    one = evaluation.log_likelihood(vae, x, num_samples=300, batch_size=37, seed=5)
+    assert abs(a.mean() - one.mean()) < 0.05
+    # With the exact posterior every log-weight is ln p(x), so the streamed logsumexp is exact
+    # only if every chunk counts exactly its valid samples (300 = 4 x 64 + 44, masked tail),
+    # also when a tiny max_elements forces one example and 40 samples per call.
+    vae, w, b, psi = linear_gaussian("full")
+    exact = exact_log_px(x, w, b, psi)
+    np.testing.assert_allclose(evaluation.log_likelihood(vae, x, seed=1, **kw), exact, atol=2e-3)
+    tiny = evaluation.log_likelihood(vae, x[:5], num_samples=300, max_elements=40 * D, seed=1)
+    np.testing.assert_allclose(tiny, exact[:5], atol=2e-3)
+
+
+def test_bits_per_dim_and_report():
+    np.testing.assert_allclose(evaluation.bits_per_dim(-784 * math.log(2.0), 784), 1.0)
+    vae, w, b, psi = linear_gaussian("full")
+    x = linear_gaussian_data(w, b, psi, 30)
+    report = evaluation.likelihood_report(vae, x, num_samples=5, seed=0)
+    exact = exact_log_px(x, w, b, psi)
+    assert report["n"] == 30 and report["num_samples"] == 5
+    assert report["nll"] == pytest.approx(-exact.mean(), abs=2e-3)
+    assert report["bits_per_dim"] == pytest.approx(-exact.mean() / (D * math.log(2)), abs=1e-3)
+    assert report["neg_elbo"] == pytest.approx(report["reconstruction"] + report["kl"])
+
+
+def test_bad_input_is_rejected_with_a_clear_message():
+    vae, x = bernoulli_1d()
+    with pytest.raises(ValueError, match="num_samples"):
+        evaluation.log_likelihood(vae, x, num_samples=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluation.elbo(vae, x * 3)
+    with pytest.raises(ValueError, match="shape"):
+        evaluation.log_likelihood(vae, x[:, :5], num_samples=2)
+    with pytest.raises(ValueError, match="method"):
+        evaluation.anomaly_score(vae, x, method="bogus")
+    with pytest.raises(ValueError, match="fit"):
+        evaluation.AnomalyDetector(vae).predict(x)
+
+
+# ----------------------------------------------------------------------------- anomalies
+def test_anomaly_scores_are_negative_elbo_and_negative_log_likelihood():
+    vae, x = bernoulli_1d()
+    np.testing.assert_allclose(vae.anomaly_score(x, method="elbo", num_samples=3, seed=4),
+                               -evaluation.elbo(vae, x, num_samples=3, seed=4).elbo)
+    iwae = vae.anomaly_score(x, method="iwae", num_samples=2000, seed=0)
+    np.testing.assert_allclose(iwae, -quadrature_log_px(vae, x), atol=0.08)
+
+
+def test_threshold_hits_the_false_positive_rate():
+    rng = np.random.default_rng(0)
+    val = rng.normal(size=20000)
+    t = evaluation.fit_threshold(val, fpr=0.05)
+    assert np.mean(val > t) <= 0.05
+    assert t == pytest.approx(stats.norm.ppf(0.95), abs=0.03)
+    test = rng.normal(size=20000)  # fresh normal data: fpr up to sampling error
+    assert abs(np.mean(test > t) - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 20000)
+    assert evaluation.fit_threshold([1.0, 2.0, 3.0], fpr=0.0) == 3.0
+    with pytest.raises(ValueError, match="fpr"):
+        evaluation.fit_threshold(val, fpr=1.5)
+
+
+def test_detection_metrics_match_the_binormal_closed_form():
+    # Normal scores N(0, 1), anomalies N(d, 1): AUROC = P(anomaly > normal) = Phi(d / sqrt 2).
+    rng = np.random.default_rng(1)
+    d = 1.3
+    normal, anomal = rng.normal(size=20000), rng.normal(d, 1.0, size=20000)
+    t = stats.norm.ppf(0.9)
+    m = evaluation.detection_metrics(normal, anomal, threshold=t)
+    assert m["auroc"] == pytest.approx(stats.norm.cdf(d / math.sqrt(2)), abs=0.01)
+    assert m["fpr"] == pytest.approx(0.1, abs=0.01)
+    assert m["tpr"] == pytest.approx(stats.norm.sf(t - d), abs=0.01)
+    assert m["roc_fpr"][0] == 0.0 and m["roc_tpr"][-1] == 1.0
+
+
+def test_detector_flags_data_the_model_finds_unlikely():
+    # Ground truth by construction: the linear-Gaussian model is exact for its own data, and
+    # points shifted far off its support are anomalies.
+    vae, w, b, psi = linear_gaussian("full")
+    normal = linear_gaussian_data(w, b, psi, 400, seed=2)
+    valid = linear_gaussian_data(w, b, psi, 400, seed=3)
+    shifted = linear_gaussian_data(w, b, psi, 400, seed=4) + 2.0 * np.sqrt(psi)
+    det = evaluation.AnomalyDetector(vae, method="iwae", fpr=0.1, num_samples=4).fit(valid)
+    report = det.evaluate(normal, shifted)
+    exact = evaluation.detection_metrics(-exact_log_px(normal, w, b, psi),
+                                         -exact_log_px(shifted, w, b, psi))
+    assert report["auroc"] == pytest.approx(exact["auroc"], abs=1e-3)
+    assert report["auroc"] > 0.9
+    assert abs(report["fpr"] - 0.1) < 0.05
+    assert det.predict(shifted).mean() == pytest.approx(report["tpr"])
+
+
+@pytest.mark.large
+def test_jax_backend_gives_the_exact_value_too():
+    # keras.ops only, compiled with jax.jit there: the same ground truth must hold.
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "import keras, numpy as np\n"
+        "import test_evaluation as t\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "t.test_exact_posterior_gives_exact_log_likelihood_for_every_k()\n"
+        "t.test_seed_chunking_and_batching()\n"
+        "print('ok')\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
