@@ -8,7 +8,7 @@ Public API, re-exported from private modules:
 
 __version__ = "0.1.0"
 
-from keras_vae import networks
+from keras_vae import networks, zoo
 from keras_vae.distributions import (
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
@@ -24,6 +24,7 @@ __all__ = [
     "Sampling",
     "ScaleTril",
     "networks",
+    "zoo",
     "kl_divergence",
     "kl_to_standard_normal",
     "kl_to_standard_normal_tril",
