@@ -430,6 +430,23 @@ def test_build_refuses_to_overwrite(tmp_path):
     assert existing.read_bytes() == b"user's file"
     with pytest.raises(ValueError, match="needs --data"):
         zoo.build("kw_mnist_z20", out=tmp_path)
+    with pytest.raises(FileNotFoundError, match="No binarized MNIST file"):
+        zoo.build("kw_mnist_z20", data=tmp_path / "missing.npz", out=tmp_path)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train=np.zeros((5, 784)), valid=np.zeros((5, 784)), test=np.full((5, 784), 2))
+    with pytest.raises(ValueError, match="'test' is not binary"):
+        zoo.build("kw_mnist_z20", data=bad, out=tmp_path)
+    np.savez(bad, train=np.zeros((5, 28, 28)), valid=np.zeros((5, 784)), test=np.zeros((5, 784)))
+    with pytest.raises(ValueError, match=r"'train' has shape \(5, 28, 28\)"):
+        zoo.build("kw_mnist_z20", data=bad, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", existing.name]
+
+
+def test_digits_split_is_the_documented_one():
+    train, valid, test = zoo.load_data("digits")
+    assert (train.shape, valid.shape, test.shape) == ((1437, 64), (180, 64), (180, 64))
+    np.testing.assert_array_equal(test, digits_test_split())
+    assert set(np.unique(train)) == {0.0, 1.0} and train.dtype == np.float32
 
 
 def test_build_is_reproducible_and_its_entry_describes_its_file(tmp_path):
