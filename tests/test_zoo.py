@@ -113,8 +113,9 @@ def file_of(name):
 def test_every_released_model_has_its_verified_small_file():
     names = zoo.released_names()
     assert SMALL in names
-    for required in ("kw_mnist_z2", "kw_mnist_z20", "mlp_mnist_z20", "conv_mnist_z16"):
-        assert required in zoo.REGISTRY
+    for required in ("kw_mnist_z2", "kw_mnist_z20", "mlp_mnist_z20", "conv_mnist_z16",
+                     "mlp_digits_z8", "conv_digits_z4"):
+        assert required in names
     for name in names:
         entry = zoo.REGISTRY[name]
         path = file_of(name)
@@ -147,6 +148,11 @@ def test_list_reports_the_registry():
     for row in rows:
         assert f"| {row['name']} |" in table
         assert f"{row['test_nll']:.2f}" in table
+
+
+def test_readme_shows_the_registry_table():
+    readme = (REPO / "README.md").read_text()
+    assert zoo.table(markdown=True) in readme.split("## Model zoo", 1)[1]
 
 
 def test_loaded_weights_are_exactly_the_files_arrays():
