@@ -8,7 +8,7 @@ Public API, re-exported from private modules:
 
 __version__ = "0.1.0"
 
-from keras_vae import datasets, distribute, evaluation, networks, plots
+from keras_vae import datasets, distribute, evaluation, networks, plots, zoo
 from keras_vae.exporting import export
 from keras_vae.distributions import (
     bernoulli_log_likelihood,
@@ -34,6 +34,7 @@ __all__ = [
     "ResumableEarlyStopping",
     "distribute",
     "evaluation",
+    "zoo",
     "kl_divergence",
     "kl_to_standard_normal",
     "kl_to_standard_normal_tril",

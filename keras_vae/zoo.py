@@ -1,0 +1,1044 @@
+"""The model zoo: pretrained VAEs, their measured quality, and a verified download path.
+
+    import keras_vae as kv
+    kv.zoo.list()                                  # one dict per model: name, test NLL, size...
+    vae = kv.zoo.load("kw_mnist_z20")              # or kv.VAE.from_pretrained("kw_mnist_z20")
+    vae.sample(16, seed=0)
+
+Command line: `keras-vae zoo list | info NAME | download [NAME ...] | build NAME --data PATH`.
+
+Where the weights come from
+    Each model is a `.weights.h5` file (weights only, no optimizer state) plus constructor
+    arguments kept here in `REGISTRY`, so the architecture is code and the file is data.
+    The file is fetched from `<base URL>/<file>` with `keras.utils.get_file(...,
+    file_hash=<sha256>)` into the Keras cache, `$KERAS_HOME/models/keras_vae/` (default
+    `~/.keras/models/keras_vae/`), under a name that contains the hash, so a second load reads
+    the cache and needs no network. The base URL is
+
+    - `DEFAULT_BASE_URL`: the repository's `weights/` folder at the release tag of this
+      version, `https://github.com/keras-vae/keras-vae/raw/v{version}/weights/`;
+    - overridden by `$KERAS_VAE_WEIGHTS_URL` or `load(..., base_url=...)`: any http(s) URL of a
+      mirror, a `file://` URL, or a local folder (e.g. the `weights/` folder of a checkout).
+
+    Offline: `KERAS_VAE_OFFLINE=1` (or `offline=True`) never touches the network: a cached,
+    verified file is used, a local folder or `file://` base is still read, and anything else
+    fails at once with a message that says how to get the file.
+
+Integrity
+    `get_file` downloads straight to its target name and, when the hash of a fresh download
+    does not match, raises but leaves the bad file in the cache. Here every download goes to a
+    unique temporary `*.part-*` name, is checked against the registry's sha256, and only then
+    is renamed (atomically) to its cache name; on any failure (HTTP error, truncation, wrong
+    hash, Ctrl-C) the temporary file is removed, and the error (`DownloadError` or
+    `IntegrityError`) names the model, the URL and the expected sha256. A cached file that
+    fails its hash (e.g. written by an older tool and cut short) is deleted and fetched again.
+
+Reproducing a model
+    `keras-vae zoo build NAME --data PATH` trains the registry's recipe with a fixed seed and
+    deterministic ops, early-stops on the validation split, measures the test -ELBO and the
+    importance-weighted test NLL (`keras_vae.evaluation`), writes `weights/NAME.weights.h5`
+    and prints the registry entry (sha256, size, epochs, wall time, the numbers).
+
+Data sets
+    - "binarized_mnist": the statically binarized MNIST of Larochelle & Murray (an .npz with
+      uint8 0/1 arrays train/valid/test of shape (N, 784): 50k/10k/10k).
+    - "digits": scikit-learn's bundled 8x8 digits (1797 images), x = load_digits().data / 16
+      binarized at 0.5 (x > 0.5); split by index i: test if i % 10 == 0 (180), valid if
+      i % 10 == 5 (180), train otherwise (1437). See `load_data`.
+"""
+
+import builtins
+import contextlib
+import difflib
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import pprint
+import sys
+import time
+import urllib.error
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from keras_vae import __version__
+
+__all__ = [
+    "REGISTRY",
+    "DEFAULT_BASE_URL",
+    "DownloadError",
+    "IntegrityError",
+    "list",
+    "info",
+    "load",
+    "download",
+    "load_data",
+    "build",
+]
+
+DEFAULT_BASE_URL = "https://github.com/keras-vae/keras-vae/raw/v{version}/weights/"
+URL_ENV = "KERAS_VAE_WEIGHTS_URL"
+OFFLINE_ENV = "KERAS_VAE_OFFLINE"
+CACHE_SUBDIR = os.path.join("models", "keras_vae")
+MAX_FILE_BYTES = 5 * 2 ** 20
+DATASETS = ("binarized_mnist", "digits")
+ARCHITECTURES = ("kingma_welling", "mlp", "conv")
+# Constructor arguments a user may change at load time: they do not change the weights.
+LOAD_OVERRIDES = ("num_samples", "seed", "beta", "name")
+
+WEIGHTS_LICENSE = "Apache-2.0"
+DATA_LICENSES = {
+    "binarized_mnist": "CC BY-SA 3.0 (MNIST; binarized by Larochelle & Murray)",
+    "digits": "CC BY 4.0 (UCI handwritten digits, bundled with scikit-learn)",
+}
+
+
+class DownloadError(FileNotFoundError):
+    """A weight file could not be fetched (HTTP error, no connection, offline and not cached)."""
+
+
+class IntegrityError(ValueError):
+    """A fetched or cached weight file does not have the registry's sha256 (or was cut short)."""
+
+
+# --------------------------------------------------------------------------------- registry
+# Each entry: the recipe (`architecture` + `config` for the VAE constructor, `dataset`, `train`
+# hyperparameters) that `build` trains, and what the build measured and wrote. Entries with
+# "sha256": None have a recipe but no released weights yet.
+REGISTRY = {}
+
+
+def _recipe(name, description, architecture, config, dataset, train):
+    REGISTRY[name] = {
+        "description": description,
+        "architecture": architecture,
+        "config": config,
+        "dataset": dataset,
+        "train": train,
+        "file": f"{name}.weights.h5",
+        "license": WEIGHTS_LICENSE,
+        "data_license": DATA_LICENSES[dataset],
+        "sha256": None,
+    }
+
+
+_DIGITS_TRAIN = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 50,
+                 "max_epochs": 400, "patience": 30, "seed": 0,
+                 "neg_elbo_samples": 1000, "nll_samples": 5000}
+# Binarized MNIST on a shared 2-core CPU: ~10 s per MLP epoch, ~5 min for k=5000 on 1000 test
+# examples; the budget is 20 epochs and the NLL on 500 evenly spaced test examples.
+_MNIST_TRAIN = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 100,
+                "max_epochs": 20, "patience": 5, "seed": 0,
+                "neg_elbo_samples": 10, "nll_samples": 5000, "nll_examples": 500}
+
+_recipe("kw_digits_z2", "Kingma-Welling MLP (64-200-2, tanh, Bernoulli) on binarized digits",
+        "kingma_welling", {"input_dim": 64, "latent_dim": 2, "hidden_units": 200},
+        "digits", _DIGITS_TRAIN)
+_recipe("mlp_digits_z8", "Deeper MLP (64-256-128-8, relu, Bernoulli) on binarized digits",
+        "mlp", {"input_shape": [64], "latent_dim": 8, "hidden_units": [256, 128],
+                "activation": "relu"},
+        "digits", _DIGITS_TRAIN)
+_recipe("conv_digits_z4", "Convolutional VAE (8x8x1, conv 16-32, dense 64, 4 latents) on "
+        "binarized digits", "conv",
+        {"input_shape": [8, 8, 1], "latent_dim": 4, "filters": [16, 32], "dense_units": 64},
+        "digits", _DIGITS_TRAIN)
+_recipe("kw_mnist_z2", "Kingma-Welling MLP (784-500-2, tanh, Bernoulli) on binarized MNIST",
+        "kingma_welling", {"input_dim": 784, "latent_dim": 2, "hidden_units": 500},
+        "binarized_mnist", _MNIST_TRAIN)
+_recipe("kw_mnist_z20", "Kingma-Welling MLP (784-500-20, tanh, Bernoulli) on binarized MNIST",
+        "kingma_welling", {"input_dim": 784, "latent_dim": 20, "hidden_units": 500},
+        "binarized_mnist", _MNIST_TRAIN)
+_recipe("mlp_mnist_z20", "Deeper MLP (784-512-256-20, relu, Bernoulli) on binarized MNIST",
+        "mlp", {"input_shape": [784], "latent_dim": 20, "hidden_units": [512, 256],
+                "activation": "relu"},
+        "binarized_mnist", _MNIST_TRAIN)
+_recipe("conv_mnist_z16", "Convolutional VAE (28x28x1, conv 16-32, dense 128, 16 latents) on "
+        "binarized MNIST", "conv",
+        {"input_shape": [28, 28, 1], "latent_dim": 16, "filters": [16, 32], "dense_units": 128},
+        "binarized_mnist", {**_MNIST_TRAIN, "neg_elbo_samples": 2, "nll_samples": 500})
+
+# Released weights: what `keras-vae zoo build` measured and wrote (pasted from its output).
+_RELEASED = {
+    "kw_digits_z2": {
+        "sha256": "5f1863b443fbcf3c891942af993538300e32e6b1f3ff2b5dc10ae293fd4e0737",
+        "size_bytes": 143016,
+        "parameters": 27268,
+        "training": {
+            "command": "keras-vae zoo build kw_digits_z2",
+            "epochs": 335,
+            "best_epoch": 305,
+            "stopped_by": "early_stopping",
+            "max_epochs": 400,
+            "patience": 30,
+            "train_wall_time_s": 56.3,
+            "eval_wall_time_s": 5.3,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 19.979,
+            "test_neg_elbo_stderr": 0.291,
+            "test_reconstruction": 17.018,
+            "test_kl": 2.961,
+            "neg_elbo_samples": 1000,
+            "valid_neg_elbo": 20.53,
+            "test_examples": 180,
+            "test_nll": 19.477,
+            "test_nll_stderr": 0.271,
+            "nll_samples": 5000,
+            "nll_examples": 180
+        }
+    },
+    "mlp_digits_z8": {
+        "sha256": "32b4af269416a06142ea8291c88828901815cb8cb108c438888ff08d23a651cd",
+        "size_bytes": 447472,
+        "parameters": 102224,
+        "training": {
+            "command": "keras-vae zoo build mlp_digits_z8",
+            "epochs": 130,
+            "best_epoch": 100,
+            "stopped_by": "early_stopping",
+            "max_epochs": 400,
+            "patience": 30,
+            "train_wall_time_s": 40.4,
+            "eval_wall_time_s": 20.6,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 17.837,
+            "test_neg_elbo_stderr": 0.289,
+            "test_reconstruction": 11.572,
+            "test_kl": 6.265,
+            "neg_elbo_samples": 1000,
+            "valid_neg_elbo": 18.418,
+            "test_examples": 180,
+            "test_nll": 16.654,
+            "test_nll_stderr": 0.273,
+            "nll_samples": 5000,
+            "nll_examples": 180
+        }
+    },
+    "conv_digits_z4": {
+        "sha256": "2b29c76bb4913c2c73d8d6d64f5aa79358ddd69af26e4bb17afb1286df9e6e26",
+        "size_bytes": 195208,
+        "parameters": 36233,
+        "training": {
+            "command": "keras-vae zoo build conv_digits_z4",
+            "epochs": 162,
+            "best_epoch": 132,
+            "stopped_by": "early_stopping",
+            "max_epochs": 400,
+            "patience": 30,
+            "train_wall_time_s": 151.0,
+            "eval_wall_time_s": 295.7,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 17.784,
+            "test_neg_elbo_stderr": 0.293,
+            "test_reconstruction": 12.531,
+            "test_kl": 5.253,
+            "neg_elbo_samples": 1000,
+            "valid_neg_elbo": 18.721,
+            "test_examples": 180,
+            "test_nll": 16.95,
+            "test_nll_stderr": 0.279,
+            "nll_samples": 5000,
+            "nll_examples": 180
+        }
+    },
+    "kw_mnist_z2": {
+        "sha256": "f35e55eb0130a07e0a971610ad3f8a079ef29389d631f3311f9e3bed06a72585",
+        "size_bytes": 3187672,
+        "parameters": 788788,
+        "training": {
+            "command": "keras-vae zoo build kw_mnist_z2 --data /work/shared/datasets/binarized_mnist.npz",
+            "epochs": 20,
+            "best_epoch": 20,
+            "stopped_by": "max_epochs",
+            "max_epochs": 20,
+            "patience": 5,
+            "train_wall_time_s": 174.3,
+            "eval_wall_time_s": 57.4,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 154.352,
+            "test_neg_elbo_stderr": 0.5,
+            "test_reconstruction": 148.485,
+            "test_kl": 5.866,
+            "neg_elbo_samples": 10,
+            "valid_neg_elbo": 154.912,
+            "test_examples": 10000,
+            "nll_examples_neg_elbo": 153.081,
+            "test_nll": 149.943,
+            "test_nll_stderr": 2.119,
+            "nll_samples": 5000,
+            "nll_examples": 500
+        }
+    },
+    "kw_mnist_z20": {
+        "sha256": "fe2c1283c3a5ee3d4067c319532003fb0c1104910cfc279fa6c6d01896a1dd7d",
+        "size_bytes": 3297720,
+        "parameters": 815824,
+        "training": {
+            "command": "keras-vae zoo build kw_mnist_z20 --data /work/shared/datasets/binarized_mnist.npz",
+            "epochs": 20,
+            "best_epoch": 19,
+            "stopped_by": "max_epochs",
+            "max_epochs": 20,
+            "patience": 5,
+            "train_wall_time_s": 198.3,
+            "eval_wall_time_s": 156.2,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 102.504,
+            "test_neg_elbo_stderr": 0.265,
+            "test_reconstruction": 75.151,
+            "test_kl": 27.353,
+            "neg_elbo_samples": 10,
+            "valid_neg_elbo": 103.574,
+            "test_examples": 10000,
+            "nll_examples_neg_elbo": 101.622,
+            "test_nll": 95.853,
+            "test_nll_stderr": 1.085,
+            "nll_samples": 5000,
+            "nll_examples": 500
+        }
+    },
+    "mlp_mnist_z20": {
+        "sha256": "fed11e284ac38b796e9c79983fc35d9da635345c82844387b3500d67401a1060",
+        "size_bytes": 4370488,
+        "parameters": 1082680,
+        "training": {
+            "command": "keras-vae zoo build mlp_mnist_z20 --data /work/shared/datasets/binarized_mnist.npz",
+            "epochs": 20,
+            "best_epoch": 19,
+            "stopped_by": "max_epochs",
+            "max_epochs": 20,
+            "patience": 5,
+            "train_wall_time_s": 235.8,
+            "eval_wall_time_s": 114.1,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 99.295,
+            "test_neg_elbo_stderr": 0.266,
+            "test_reconstruction": 75.533,
+            "test_kl": 23.762,
+            "neg_elbo_samples": 10,
+            "valid_neg_elbo": 100.169,
+            "test_examples": 10000,
+            "nll_examples_neg_elbo": 98.729,
+            "test_nll": 92.299,
+            "test_nll_stderr": 1.09,
+            "nll_samples": 5000,
+            "nll_examples": 500
+        }
+    },
+    "conv_mnist_z16": {
+        "sha256": "1b71e82e2d690373468c679eb9b7b7b76340b34e08fb75d0a1c45408effc6169",
+        "size_bytes": 1764104,
+        "parameters": 428225,
+        "training": {
+            "command": "keras-vae zoo build conv_mnist_z16 --data /work/shared/datasets/binarized_mnist.npz --time-limit 300.0",
+            "epochs": 11,
+            "best_epoch": 11,
+            "stopped_by": "time_limit",
+            "max_epochs": 20,
+            "patience": 5,
+            "train_wall_time_s": 311.1,
+            "eval_wall_time_s": 177.6,
+            "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
+        },
+        "results": {
+            "test_neg_elbo": 101.473,
+            "test_neg_elbo_stderr": 0.278,
+            "test_reconstruction": 80.158,
+            "test_kl": 21.315,
+            "neg_elbo_samples": 2,
+            "valid_neg_elbo": 102.46,
+            "test_examples": 10000,
+            "nll_examples_neg_elbo": 100.983,
+            "test_nll": 94.775,
+            "test_nll_stderr": 1.124,
+            "nll_samples": 500,
+            "nll_examples": 500
+        }
+    }
+}
+
+for _name, _measured in _RELEASED.items():
+    REGISTRY[_name].update(_measured)
+
+
+# --------------------------------------------------------------------------------- lookup
+def _entry(name, released=True):
+    if not isinstance(name, str) or name not in REGISTRY:
+        close = difflib.get_close_matches(str(name), REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"Unknown zoo model {name!r}.{hint} Available: "
+                         f"{', '.join(released_names()) or '(none released yet)'} "
+                         "(see `keras-vae zoo list`).")
+    entry = REGISTRY[name]
+    if released and not entry.get("sha256"):
+        raise ValueError(f"Zoo model {name!r} has a recipe but no released weights yet; build "
+                         f"them with `keras-vae zoo build {name} --data PATH`.")
+    return entry
+
+
+def released_names():
+    """Names of the models that have released weights, in registry order."""
+    return [name for name, entry in REGISTRY.items() if entry.get("sha256")]
+
+
+def list(include_unreleased=False):  # noqa: A001 - the API the issue asks for: zoo.list()
+    """The zoo's models and their measured quality, one dict per model.
+
+    Args:
+        include_unreleased: also list recipes whose weights are not built yet (their measured
+            fields are None).
+
+    Returns:
+        A Python list of dicts with keys "name", "description", "architecture", "dataset",
+        "latent_dim", "parameters" (trainable weights), "test_nll" and "test_neg_elbo" (nats
+        per test example), "nll_samples" (k of the importance-weighted NLL), "epochs",
+        "size_bytes" (of the weight file), "license" (of the weights) and "data_license".
+    """
+    rows = []
+    for name, entry in REGISTRY.items():
+        if not entry.get("sha256") and not include_unreleased:
+            continue
+        results = entry.get("results", {})
+        rows.append({
+            "name": name,
+            "description": entry["description"],
+            "architecture": entry["architecture"],
+            "dataset": entry["dataset"],
+            "latent_dim": entry["config"]["latent_dim"],
+            "parameters": entry.get("parameters"),
+            "test_nll": results.get("test_nll"),
+            "test_neg_elbo": results.get("test_neg_elbo"),
+            "nll_samples": results.get("nll_samples"),
+            "epochs": entry.get("training", {}).get("epochs"),
+            "size_bytes": entry.get("size_bytes"),
+            "license": entry.get("license"),
+            "data_license": entry.get("data_license"),
+        })
+    return rows
+
+
+def info(name):
+    """The full registry entry of a model (a deep copy), plus where its file is and would come
+    from.
+
+    Returns:
+        dict: the registry entry with "name", "url" (where `load` would fetch it now),
+        "cache_path" (its place in the Keras cache) and "cached" (bool: present and verified).
+    """
+    entry = json.loads(json.dumps(_entry(name)))
+    path = _cache_path(entry, None)
+    entry.update({"name": name, "url": _url(entry, None), "cache_path": path,
+                  "cached": os.path.exists(path) and _sha256(path) == entry["sha256"]})
+    return entry
+
+
+# --------------------------------------------------------------------------------- download
+def _offline(offline):
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _base_url(base_url):
+    """The base URL from the argument, $KERAS_VAE_WEIGHTS_URL or the default, as a URL ending
+    in '/'; local folders become file:// URLs."""
+    base = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL.format(version=__version__)
+    base = str(base)
+    scheme = urllib.parse.urlsplit(base).scheme
+    if len(scheme) <= 1:  # no scheme, or a Windows drive letter: a local folder
+        folder = Path(base).expanduser().resolve()
+        if not folder.is_dir():
+            raise DownloadError(f"The weights base {base!r} (from "
+                                f"{'base_url' if base_url else URL_ENV}) is neither a URL nor "
+                                "an existing folder.")
+        base = folder.as_uri()
+    return base if base.endswith("/") else base + "/"
+
+
+def _url(entry, base_url):
+    return urllib.parse.urljoin(_base_url(base_url), entry["file"])
+
+
+def _cache_dir(cache_dir):
+    """The cache root get_file will use: cache_dir, else $KERAS_HOME (read now), else
+    ~/.keras; like get_file, /tmp/.keras when that is not writable."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("KERAS_HOME") or os.path.join(
+            os.path.expanduser("~"), ".keras")
+    cache_dir = os.path.expanduser(str(cache_dir))
+    os.makedirs(cache_dir, exist_ok=True)
+    if not os.access(cache_dir, os.W_OK):
+        cache_dir = os.path.join("/tmp", ".keras")
+    return cache_dir
+
+
+def _cache_name(entry):
+    stem = entry["file"][: -len(".weights.h5")]
+    return f"{stem}-{entry['sha256'][:12]}.weights.h5"
+
+
+def _cache_path(entry, cache_dir):
+    return os.path.join(_cache_dir(cache_dir), CACHE_SUBDIR, _cache_name(entry))
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_stale_parts(target, max_age_s=3600.0):
+    """Deletes temporary files of earlier downloads of `target` that were killed (SIGKILL,
+    power loss) and are older than `max_age_s`; running downloads are younger."""
+    now = time.time()
+    for part in glob.glob(glob.escape(target) + ".part-*"):
+        try:
+            if now - os.path.getmtime(part) > max_age_s:
+                os.remove(part)
+        except OSError:
+            pass
+
+
+def _root_cause(err):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (urllib.error.ContentTooShortError, urllib.error.HTTPError)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
+    """Makes sure the verified weight file of a zoo model is in the Keras cache.
+
+    Args:
+        name: a zoo model name (see `list()`).
+        base_url: where the files are: an http(s) URL, a `file://` URL or a local folder.
+            None: `$KERAS_VAE_WEIGHTS_URL`, else `DEFAULT_BASE_URL` at this version's tag.
+        offline: True never uses the network (local and `file://` sources still work); None
+            reads `$KERAS_VAE_OFFLINE` (1/true/yes turn it on).
+        cache_dir: the cache root; None: `$KERAS_HOME`, else `~/.keras`. Files go to
+            `<cache_dir>/models/keras_vae/<name>-<sha256[:12]>.weights.h5`.
+        verbose: print where the file comes from and a progress bar while downloading.
+
+    Returns:
+        str: path of the verified weight file in the cache.
+
+    Raises:
+        ValueError: unknown model, or no released weights.
+        DownloadError: (a FileNotFoundError) the file is not cached and cannot be fetched:
+            offline mode, HTTP error such as 404, no connection.
+        IntegrityError: (a ValueError) the fetched file's sha256 differs from the registry's,
+            or the download was cut short. Nothing is left in the cache.
+    """
+    import keras
+
+    entry = _entry(name)
+    expected = entry["sha256"]
+    target = _cache_path(entry, cache_dir)
+    if os.path.exists(target):
+        if _sha256(target) == expected:
+            return target
+        if verbose:
+            print(f"keras-vae: the cached {target} does not have the expected sha256 "
+                  f"{expected}; deleting it and fetching {name!r} again.", file=sys.stderr)
+        _remove(target)
+    url = _url(entry, base_url)
+    local = urllib.parse.urlsplit(url).scheme == "file"
+    if _offline(offline) and not local:
+        raise DownloadError(
+            f"Zoo model {name!r} is not in the cache ({target}) and offline mode is on "
+            f"({OFFLINE_ENV}=1 or offline=True), so it is not downloaded from {url}. Run "
+            f"`keras-vae zoo download {name}` once with network access, point {URL_ENV} at a "
+            "local folder holding the weight files, or turn offline mode off.")
+
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_parts(target)
+    part_name = f"{os.path.basename(target)}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    part = os.path.join(folder, part_name)
+    what = f"zoo model {name!r} from {url}"
+    try:
+        if verbose:
+            print(f"keras-vae: fetching {what} (sha256 {expected}).", file=sys.stderr)
+        try:
+            # get_file prints a progress bar and checks the hash; it raises ValueError on a
+            # mismatch (leaving the file: removed below) and a bare Exception on URL errors.
+            # Its messages and progress bar go to stdout: send them to stderr (or nowhere), so
+            # stdout keeps only results (`keras-vae zoo download` prints paths there).
+            with contextlib.redirect_stdout(sys.stderr if verbose else io.StringIO()):
+                got = keras.utils.get_file(fname=part_name, origin=url, file_hash=expected,
+                                           hash_algorithm="sha256",
+                                           cache_dir=_cache_dir(cache_dir),
+                                           cache_subdir=CACHE_SUBDIR)
+        except ValueError as err:
+            actual = _sha256(part) if os.path.exists(part) else "(no file)"
+            size = os.path.getsize(part) if os.path.exists(part) else 0
+            raise IntegrityError(
+                f"The weight file of {what} is corrupt or incomplete: its sha256 is {actual} "
+                f"({size} bytes) but the registry expects {expected} ({entry['size_bytes']} "
+                "bytes). Nothing was kept in the cache; try again, or check the mirror set by "
+                f"{URL_ENV}.") from err
+        except Exception as err:  # get_file wraps URL errors in a plain Exception
+            cause = _root_cause(err)
+            if isinstance(cause, urllib.error.ContentTooShortError):
+                raise IntegrityError(
+                    f"The download of {what} was cut short ({cause.reason}); expected sha256 "
+                    f"{expected} ({entry['size_bytes']} bytes). Nothing was kept in the "
+                    "cache; try again.") from err
+            if isinstance(cause, urllib.error.HTTPError):
+                detail = f"HTTP {cause.code} {cause.reason}"
+            else:
+                detail = str(err)
+            raise DownloadError(
+                f"Could not fetch {what}: {detail}. Check the network, or set {URL_ENV} to a "
+                "mirror or to a local folder with the weight files (expected sha256 "
+                f"{expected}).") from err
+        os.replace(got, target)
+    finally:
+        _remove(part)
+    return target
+
+
+# --------------------------------------------------------------------------------- load
+def _construct(entry, **overrides):
+    from keras_vae.model import VAE
+
+    architecture = entry["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {architecture!r} in the registry; expected one "
+                         f"of {ARCHITECTURES}.")
+    config = dict(entry["config"])
+    for key in ("input_shape", "hidden_units", "filters"):
+        if isinstance(config.get(key), builtins.list):
+            config[key] = tuple(config[key])
+    return getattr(VAE, architecture)(**config, **overrides)
+
+
+def _parameters(vae):
+    return int(sum(math.prod(w.shape) for w in vae.trainable_weights))
+
+
+def load(name, base_url=None, offline=None, cache_dir=None, compile=True, verbose=True,
+         **overrides):
+    """A pretrained VAE from the zoo, with its verified weights (downloaded once, then cached).
+
+    Args:
+        name: a model name from `list()`, e.g. "kw_mnist_z20".
+        base_url, offline, cache_dir, verbose: where the weight file comes from; see
+            `download`.
+        compile: compile with the recipe's optimizer (Adam), so `evaluate` and fine-tuning with
+            `fit` work at once.
+        **overrides: constructor arguments that do not change the weights: num_samples, seed,
+            beta, name.
+
+    Returns:
+        `keras_vae.VAE` with the registry's architecture and released weights. Its input shape
+        is the registry's `config` (e.g. (784,) for MLPs, (28, 28, 1) for conv models), data in
+        [0, 1].
+
+    Raises:
+        ValueError, DownloadError, IntegrityError: see `download`; ValueError also for an
+        override outside the allowed ones.
+    """
+    entry = _entry(name)
+    bad = sorted(set(overrides) - set(LOAD_OVERRIDES))
+    if bad:
+        raise ValueError(f"load({name!r}) cannot change {', '.join(bad)}: the weights fix the "
+                         f"architecture. Allowed overrides: {', '.join(LOAD_OVERRIDES)}.")
+    path = download(name, base_url=base_url, offline=offline, cache_dir=cache_dir,
+                    verbose=verbose)
+    overrides.setdefault("name", name)
+    vae = _construct(entry, **overrides)
+    try:
+        vae.load_weights(path)
+    except Exception as err:
+        raise ValueError(f"The weight file {path} of zoo model {name!r} does not fit the "
+                         f"registry's architecture {entry['architecture']} {entry['config']}: "
+                         f"{err}") from err
+    if compile:
+        import keras
+
+        vae.compile(optimizer=keras.optimizers.Adam(entry["train"]["learning_rate"]))
+    return vae
+
+
+# --------------------------------------------------------------------------------- data
+def load_data(dataset, data=None):
+    """The train/valid/test splits a zoo recipe uses, as float32 arrays in {0, 1}.
+
+    Args:
+        dataset: "binarized_mnist" or "digits".
+        data: binarized_mnist: path of the .npz (arrays train/valid/test, uint8 0/1, (N, 784)).
+            digits: None or "digits" (scikit-learn's bundled copy is used).
+
+    Returns:
+        (train, valid, test): binarized_mnist (50000, 784), (10000, 784), (10000, 784);
+        digits (1437, 64), (180, 64), (180, 64): load_digits().data / 16 > 0.5, split by index
+        i (test: i % 10 == 0, valid: i % 10 == 5, train: the rest), order kept.
+    """
+    if dataset == "digits":
+        if data not in (None, "digits"):
+            raise ValueError(f"The digits recipes use scikit-learn's bundled digits; got "
+                             f"--data {data!r}. Leave --data out (or pass 'digits').")
+        from sklearn.datasets import load_digits
+
+        x = (load_digits().data / 16.0 > 0.5).astype("float32")
+        index = np.arange(len(x)) % 10
+        return x[(index != 0) & (index != 5)], x[index == 5], x[index == 0]
+    if dataset == "binarized_mnist":
+        if data is None:
+            raise ValueError("binarized_mnist needs --data PATH: an .npz with uint8 0/1 arrays "
+                             "'train', 'valid', 'test' of shape (N, 784).")
+        path = Path(data).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"No binarized MNIST file at {path}: expected an .npz with "
+                                    "arrays 'train', 'valid', 'test' of shape (N, 784).")
+        with np.load(path) as npz:
+            missing = [k for k in ("train", "valid", "test") if k not in npz.files]
+            if missing:
+                raise ValueError(f"{path} lacks the arrays {missing} (it has {npz.files}); "
+                                 "expected train/valid/test.")
+            splits = [np.asarray(npz[k]) for k in ("train", "valid", "test")]
+        for key, arr in zip(("train", "valid", "test"), splits):
+            if arr.ndim != 2 or arr.shape[1] != 784:
+                raise ValueError(f"{path}: '{key}' has shape {arr.shape}, expected (N, 784).")
+            if not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"{path}: '{key}' is not binary (values other than 0 and 1); "
+                                 "the zoo recipes use statically binarized MNIST.")
+        return tuple(arr.astype("float32") for arr in splits)
+    raise ValueError(f"Unknown dataset {dataset!r}: expected one of {DATASETS}.")
+
+
+# --------------------------------------------------------------------------------- build
+def _time_limit_callback(seconds):
+    """A Keras callback that stops training at the end of the epoch in which `seconds` of
+    training ran out (None: never); its `hit` says whether it did."""
+    import keras
+
+    class TimeLimit(keras.callbacks.Callback):
+        hit = False
+
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if seconds and time.perf_counter() - self.start > seconds:
+                self.hit = True
+                self.model.stop_training = True
+
+    return TimeLimit()
+
+
+def _nll_subset(num_test, nll_examples):
+    """Indices of the test examples the NLL is measured on: all of them, or `nll_examples`
+    evenly spaced ones (every (num_test // n)-th, starting with the first), so the subset is
+    spread over the whole test split like the full one (MNIST's first 1000 test images alone
+    are about 10 nats harder than the rest)."""
+    if nll_examples is None or int(nll_examples) >= num_test:
+        return np.arange(num_test)
+    n = int(nll_examples)
+    if n < 1:
+        raise ValueError(f"--nll-examples must be >= 1, got {nll_examples!r}.")
+    return np.arange(0, num_test, num_test // n)[:n]
+
+
+def build(name, data=None, out="weights", overwrite=False, max_epochs=None, patience=None,
+          time_limit=None, nll_samples=None, nll_examples=None, verbose="auto"):
+    """Trains a zoo recipe reproducibly, measures it, writes its weight file.
+
+    Seeds everything with the recipe's seed and turns on TensorFlow's deterministic ops, so the
+    same command on the same software and hardware writes the same file. Training minimizes
+    -ELBO with Adam and stops early on the validation -ELBO (restoring the best epoch's
+    weights); the test numbers use `keras_vae.evaluation` (ELBO with several posterior samples
+    per example, importance-weighted NLL with k samples).
+
+    Args:
+        name: a registry name (released or not).
+        data: the data set file (binarized_mnist .npz); None for digits.
+        out: folder for `<name>.weights.h5`.
+        overwrite: replace an existing weight file (otherwise FileExistsError).
+        max_epochs, patience: override the recipe's limits (recorded in the entry).
+        time_limit: seconds of training after which it stops at the end of the epoch.
+        nll_samples: k for the test NLL (default the recipe's, 5000; 0 skips the NLL).
+        nll_examples: measure the NLL on n evenly spaced test examples only (every
+            (N // n)-th; recorded, with the -ELBO of the same examples).
+        verbose: 0, 1 (progress bars), 2 (a line per epoch) or "auto" (1 on a terminal).
+
+    Returns:
+        dict: the registry entry (recipe and measured fields: sha256, size_bytes, parameters,
+        training, results), JSON-serializable.
+    """
+    import keras
+
+    entry = _entry(name, released=False)
+    recipe = dict(entry["train"])
+    if max_epochs is not None:
+        recipe["max_epochs"] = int(max_epochs)
+    if patience is not None:
+        recipe["patience"] = int(patience)
+    if nll_samples is not None:
+        recipe["nll_samples"] = int(nll_samples)
+    if nll_examples is not None:
+        recipe["nll_examples"] = int(nll_examples)
+    if recipe.get("nll_examples") is not None and recipe["nll_examples"] < 1:
+        raise ValueError(f"--nll-examples must be >= 1, got {recipe['nll_examples']}.")
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    target = Path(out) / entry["file"]
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
+
+    train, valid, test = load_data(entry["dataset"], data)
+    from keras_vae import evaluation  # imported here: only build needs it
+    shape = tuple(entry["config"].get("input_shape", [entry["config"].get("input_dim")]))
+    train, valid, test = (x.reshape((-1,) + shape) for x in (train, valid, test))
+
+    keras.utils.set_random_seed(recipe["seed"])
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    vae = _construct(entry, seed=recipe["seed"], name=name)
+    vae.compile(optimizer=keras.optimizers.Adam(recipe["learning_rate"]))
+    stopper = keras.callbacks.EarlyStopping(monitor="val_neg_elbo", mode="min",
+                                            patience=recipe["patience"],
+                                            restore_best_weights=True)
+    limit = _time_limit_callback(time_limit)
+    start = time.perf_counter()
+    history = vae.fit(train, epochs=recipe["max_epochs"], batch_size=recipe["batch_size"],
+                      validation_data=valid, callbacks=[stopper, limit], verbose=verbose,
+                      shuffle=True)
+    train_seconds = time.perf_counter() - start
+    epochs = len(history.history["val_neg_elbo"])
+    # EarlyStopping(restore_best_weights=True) restores the best epoch's weights at the end of
+    # training however it ended (early stop, max_epochs or the time limit).
+    best_epoch = int(stopper.best_epoch) + 1
+    if stopper.stopped_epoch:
+        stopped_by = "early_stopping"
+    elif limit.hit:
+        stopped_by = "time_limit"
+    else:
+        stopped_by = "max_epochs"
+
+    start = time.perf_counter()
+    parts = evaluation.elbo(vae, test, num_samples=recipe["neg_elbo_samples"], seed=0, verbose=0)
+    val_parts = evaluation.elbo(vae, valid, num_samples=recipe["neg_elbo_samples"], seed=0,
+                                verbose=0)
+    results = {
+        "test_neg_elbo": round(float(-parts.elbo.mean()), 3),
+        "test_neg_elbo_stderr": round(float(parts.elbo.std() / math.sqrt(len(test))), 3),
+        "test_reconstruction": round(float(parts.reconstruction.mean()), 3),
+        "test_kl": round(float(parts.kl.mean()), 3),
+        "neg_elbo_samples": recipe["neg_elbo_samples"],
+        "valid_neg_elbo": round(float(-val_parts.elbo.mean()), 3),
+        "test_examples": int(len(test)),
+    }
+    k = recipe["nll_samples"]
+    if k:
+        subset = _nll_subset(len(test), recipe.get("nll_examples"))
+        x_nll = test[subset]
+        log_px = evaluation.log_likelihood(vae, x_nll, num_samples=k, seed=0,
+                                           verbose=1 if verbose else 0)
+        if len(x_nll) < len(test):  # -ELBO on the same examples, comparable with the NLL
+            results["nll_examples_neg_elbo"] = round(float(-parts.elbo[subset].mean()), 3)
+        results.update({
+            "test_nll": round(float(-log_px.mean()), 3),
+            "test_nll_stderr": round(float(log_px.std() / math.sqrt(len(x_nll))), 3),
+            "nll_samples": k,
+            "nll_examples": int(len(x_nll)),
+        })
+    else:
+        results.update({"test_nll": None, "nll_samples": 0})
+    eval_seconds = time.perf_counter() - start
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name[: -len(".weights.h5")] + ".tmp.weights.h5")
+    # save_weights of a compiled model also writes the optimizer's state (~2x the weights):
+    # copy the weights into a fresh, uncompiled model and save that.
+    release = _construct(entry, name=name)
+    release.set_weights(vae.get_weights())
+    release.save_weights(str(tmp))
+    os.replace(tmp, target)
+    size = target.stat().st_size
+    if size > MAX_FILE_BYTES:
+        print(f"keras-vae: warning: {target} is {size / 2 ** 20:.2f} MiB, over the zoo's "
+              f"{MAX_FILE_BYTES / 2 ** 20:.0f} MiB limit.", file=sys.stderr)
+
+    command = f"keras-vae zoo build {name}"
+    if entry["dataset"] != "digits":
+        command += f" --data {data}"
+    for flag, value in (("--max-epochs", max_epochs), ("--patience", patience),
+                        ("--time-limit", time_limit), ("--nll-samples", nll_samples),
+                        ("--nll-examples", nll_examples)):
+        if value is not None:
+            command += f" {flag} {value}"
+    measured = {
+        "sha256": _sha256(target),
+        "size_bytes": size,
+        "parameters": _parameters(vae),
+        "training": {
+            "command": command,
+            "epochs": epochs,
+            "best_epoch": best_epoch,
+            "stopped_by": stopped_by,
+            "max_epochs": recipe["max_epochs"],
+            "patience": recipe["patience"],
+            "train_wall_time_s": round(train_seconds, 1),
+            "eval_wall_time_s": round(eval_seconds, 1),
+            "software": f"keras {keras.__version__}, {keras.backend.backend()} backend, "
+                        f"keras-vae {__version__}",
+        },
+        "results": results,
+    }
+    return {**json.loads(json.dumps(entry)), **measured}
+
+
+# --------------------------------------------------------------------------------- CLI
+def _fmt(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(markdown=False):
+    """The zoo table as text: markdown (for the README) or aligned columns.
+
+    Columns: name, architecture, dataset, latent (K), parameters, test -ELBO and test NLL (nats
+    per example, lower is better), NLL k (importance samples), NLL examples (n evenly spaced
+    test examples) and the -ELBO of those same examples, epochs trained, file size (MiB),
+    license of the weights.
+    """
+    headers = ["name", "architecture", "dataset", "latent", "parameters", "test -ELBO",
+               "test NLL", "NLL k", "NLL examples", "-ELBO of those", "epochs", "size",
+               "license"]
+    rows = []
+    for row in list():
+        entry = REGISTRY[row["name"]]
+        results = entry["results"]
+        rows.append([row["name"], row["architecture"], row["dataset"], str(row["latent_dim"]),
+                     f"{row['parameters']:,}", _fmt(row["test_neg_elbo"]), _fmt(row["test_nll"]),
+                     str(row["nll_samples"]),
+                     f"{results.get('nll_examples', 0)} of {results['test_examples']}",
+                     _fmt(results.get("nll_examples_neg_elbo", results["test_neg_elbo"])),
+                     str(row["epochs"]), f"{row['size_bytes'] / 2 ** 20:.2f} MiB",
+                     row["license"]])
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _cmd_list(args):
+    if args.json:
+        print(json.dumps(list(include_unreleased=args.all), indent=2))
+    else:
+        print(table(markdown=args.markdown))
+        if not args.markdown:
+            print("\nNLL and -ELBO in nats per test example (lower is better); the NLL uses k "
+                  "importance samples on the listed test examples, compare it with the -ELBO "
+                  "of those.")
+    return 0
+
+
+def _cmd_info(args):
+    print(json.dumps(info(args.name), indent=2))
+    return 0
+
+
+def _cmd_download(args):
+    names = args.names or released_names()
+    for name in names:
+        path = download(name, base_url=args.base_url, offline=args.offline or None)
+        print(f"{name}\t{path}")
+    return 0
+
+
+def _cmd_build(args):
+    entry = build(args.name, data=args.data, out=args.out, overwrite=args.overwrite,
+                  max_epochs=args.max_epochs, patience=args.patience,
+                  time_limit=args.time_limit, nll_samples=args.nll_samples,
+                  nll_examples=args.nll_examples)
+    print(f"Wrote {Path(args.out) / entry['file']}. Registry entry (paste into "
+          "keras_vae/zoo.py _RELEASED):", file=sys.stderr)
+    measured = {k: entry[k] for k in ("sha256", "size_bytes", "parameters", "training",
+                                      "results")}
+    print(pprint.pformat({args.name: measured}, sort_dicts=False, width=100))
+    return 0
+
+
+def add_commands(subparsers):
+    """Adds `zoo list|info|download|build` to the `keras-vae` command line."""
+    zoo = subparsers.add_parser("zoo", help="pretrained models: list, info, download, build",
+                                description="The model zoo: pretrained VAEs with verified "
+                                "downloads (see keras_vae.zoo).")
+    sub = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    zoo.set_defaults(func=lambda args: (zoo.print_help(), 2)[1])
+
+    p = sub.add_parser("list", help="the table of models and their measured quality")
+    p.add_argument("--markdown", action="store_true", help="a markdown table (README)")
+    p.add_argument("--json", action="store_true", help="JSON rows as zoo.list() returns them")
+    p.add_argument("--all", action="store_true", help="with --json: recipes not yet built too")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="the registry entry of one model, and its cache status")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("download", help="fetch and verify weight files into the Keras cache")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models (default: all released)")
+    p.add_argument("--base-url", default=None,
+                   help=f"URL, file:// URL or folder of the weight files (default ${URL_ENV}, "
+                        "else the release tag on GitHub)")
+    p.add_argument("--offline", action="store_true",
+                   help=f"never use the network (like {OFFLINE_ENV}=1)")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("build", help="train a recipe reproducibly, measure it, write its file",
+                       description="Trains the registry's recipe NAME (fixed seed, "
+                       "deterministic ops, early stopping on the validation split), measures "
+                       "test -ELBO and importance-weighted test NLL, writes OUT/NAME.weights.h5 "
+                       "and prints the registry entry.")
+    p.add_argument("name")
+    p.add_argument("--data", default=None,
+                   help="binarized MNIST .npz (train/valid/test); digits recipes need none")
+    p.add_argument("--out", default="weights", help="folder for the weight file (weights)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing weight file")
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds of training after which to stop at the end of an epoch")
+    p.add_argument("--nll-samples", type=int, default=None,
+                   help="k of the importance-weighted test NLL (recipe default 5000; 0 skips)")
+    p.add_argument("--nll-examples", type=int, default=None,
+                   help="measure the NLL on N evenly spaced test examples only (every "
+                        "(test size // N)-th), to fit a time budget")
+    p.set_defaults(func=_cmd_build)
