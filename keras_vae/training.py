@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -68,6 +69,11 @@ class KLWarmup(keras.callbacks.Callback):
     / epochs); it stays at the target afterwards. The value in use at the end of each epoch is
     added to the logs as "beta" (so it lands in history.csv).
 
+    Keras calls the per-batch hook once per compiled execution, so beta changes every
+    `steps_per_execution` batches (`VAE.compile` defaults to 20); compile with
+    `steps_per_execution=1` for a batch-by-batch ramp (`keras-vae train --kl-warmup` does).
+    A warning says so when an epoch is not much longer than one execution.
+
     Args:
         epochs: length of the ramp in epochs (> 0).
     """
@@ -83,6 +89,15 @@ class KLWarmup(keras.callbacks.Callback):
         """The KL weight at `batch` of `epoch` (both 0-based) with `steps` batches per epoch."""
         progress = epoch + (batch / steps if steps else 0.0)
         return float(self.model.beta_target) * min(1.0, progress / self.epochs)
+
+    def on_train_begin(self, logs=None):
+        per_execution = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        steps = self.params.get("steps")
+        if per_execution > 1 and (not steps or steps < 10 * per_execution):
+            warnings.warn(
+                f"KLWarmup updates beta once per compiled execution of {per_execution} steps "
+                f"({steps} steps per epoch), so the ramp is coarse; compile with "
+                "steps_per_execution=1 for a batch-by-batch warm-up.", stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -212,7 +227,10 @@ def build_model(config):
             raise ValueError(f"--model conv needs image data, but {config['dataset']} examples "
                              f"have shape {input_shape}.")
         vae = VAE.conv(input_shape=input_shape, filters=hidden, **common)
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=config["lr"]))
+    # KLWarmup sets beta in a per-batch callback hook, which Keras calls once per compiled
+    # execution: one step per execution keeps the ramp exact, batch by batch.
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=config["lr"]),
+                **({"steps_per_execution": 1} if config.get("kl_warmup") else {}))
     return vae
 
 

@@ -11,10 +11,10 @@ import keras_vae as kv
 from keras_vae import plots, training
 
 
-def tiny_vae(beta=1.0, input_dim=16):
+def tiny_vae(beta=1.0, input_dim=16, steps_per_execution=1):
     vae = kv.VAE.kingma_welling(input_dim=input_dim, latent_dim=2, hidden_units=8, beta=beta,
                                 seed=0)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution)
     return vae
 
 
@@ -43,6 +43,16 @@ def test_kl_warmup_ramps_beta_linearly_per_batch():
     assert history.history["beta"] == pytest.approx([0.1875, 0.4375, 0.5, 0.5])
     with pytest.raises(ValueError, match="epochs > 0"):
         kv.KLWarmup(0)
+
+
+def test_kl_warmup_with_several_steps_per_execution_is_coarse_and_says_so():
+    # 4 steps per execution, 8 batches per epoch: beta is set at batches 0 and 4 only, so
+    # each execution runs with the beta of its first batch.
+    x = (np.random.default_rng(0).random((80, 16)) > 0.5).astype("float32")
+    vae = tiny_vae(beta=1.0, steps_per_execution=4)
+    with pytest.warns(UserWarning, match="steps_per_execution=1"):
+        history = vae.fit(x, epochs=3, batch_size=10, verbose=0, callbacks=[kv.KLWarmup(2)])
+    assert history.history["beta"] == pytest.approx([(0 + 4 / 8) / 2, (1 + 4 / 8) / 2, 1.0])
 
 
 def test_stop_on_nan_records_where_and_stops():
