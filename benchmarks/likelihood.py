@@ -4,8 +4,8 @@
 Trains each model on `train` (Adam 1e-3, batch 100), early-stops on the `valid` -ELBO (best
 weights restored), then reports the importance-weighted test NLL with k = 5000 (Burda et al.)
 plus the wall time and peak memory of that evaluation. Each model and its results JSON go to
-`--out-dir/<name>/` (default /work/artifacts/nll, outside the repo, so the model zoo can reuse
-them); the combined results go to benchmarks/results/likelihood.json.
+`--out-dir/<name>/` (default runs/likelihood/ in the repository, ignored by git); the
+combined results go to benchmarks/results/likelihood.json.
 
 Resumable: a model whose results.json exists is skipped; a finished model.keras without
 results is only evaluated; interrupted training resumes from its BackupAndRestore checkpoint.
@@ -259,7 +259,7 @@ def main(argv=None):
     p.add_argument("--data", default=DEFAULT_DATA, help="binarized MNIST npz")
     p.add_argument("--models", default="kingma_welling,mlp",
                    help=f"comma-separated, from {','.join(MODELS)}")
-    p.add_argument("--out-dir", default="/work/artifacts/nll",
+    p.add_argument("--out-dir", default=os.path.join(REPO, "runs", "likelihood"),
                    help="models and per-model results go to OUT_DIR/<name>/")
     p.add_argument("--results", default=DEFAULT_RESULTS, help="combined results JSON")
     p.add_argument("--max-epochs", type=int, default=1000)

@@ -36,6 +36,12 @@ def _as_numpy(x):
     return None
 
 
+def _under_distribution_strategy(model):
+    """True when the model was built under a tf.distribute strategy other than the default."""
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow backend only
+    return strategy is not None and not type(strategy).__name__.startswith("_Default")
+
+
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
     """Variational autoencoder with a Gaussian posterior q(z|x) and the prior p(z) = N(0, I).
@@ -224,13 +230,18 @@ class VAE(keras.Model):
         self.add_loss(self.beta * ops.mean(kl))
         return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
 
-    def compile(self, *args, steps_per_execution=DEFAULT_STEPS_PER_EXECUTION, **kwargs):
+    def compile(self, *args, steps_per_execution=None, **kwargs):
         """`keras.Model.compile`, with `steps_per_execution` defaulting to 20 instead of 1.
 
         Running 20 training steps per compiled call cut the CPU time per step of the
         Kingma-Welling model by ~15% on 2 cores (benchmarks/README.md); callbacks' per-batch
         hooks then fire every 20 steps. Pass steps_per_execution=1 for the Keras default.
+        Under a `tf.distribute` strategy the default stays 1: Keras's multi-step loop over a
+        distributed dataset fails on its last, partial execution (TensorFlow 2.21).
         """
+        if steps_per_execution is None:
+            steps_per_execution = (1 if _under_distribution_strategy(self)
+                                   else DEFAULT_STEPS_PER_EXECUTION)
         super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
 
     def compile_from_config(self, config):
