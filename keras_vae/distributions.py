@@ -32,6 +32,7 @@ def kl_to_standard_normal(z_mean, z_log_var):
     Returns:
         (...,) KL divergence in nats, one per batch element.
     """
+    z_mean, z_log_var = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var)
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
@@ -48,6 +49,7 @@ def kl_to_standard_normal_tril(z_mean, z_scale_tril):
     Returns:
         (...,) KL divergence in nats.
     """
+    z_mean, z_scale_tril = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_scale_tril)
     k = ops.shape(z_mean)[-1]
     log_det = 2.0 * ops.sum(ops.log(ops.diagonal(z_scale_tril, axis1=-2, axis2=-1)), axis=-1)
     trace = ops.sum(ops.square(z_scale_tril), axis=(-2, -1))
@@ -135,6 +137,7 @@ def gaussian_log_likelihood(x, mean, log_var, event_ndim=1):
 
 def diagonal_gaussian_log_density(z, mean, log_var):
     """ln N(z | mean, diag(exp(log_var))), summed over the last axis. Shapes broadcast."""
+    z, mean, log_var = (ops.convert_to_tensor(a) for a in (z, mean, log_var))
     return -0.5 * ops.sum(LOG_2PI + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
 
 
@@ -146,6 +149,7 @@ def tril_gaussian_log_density(z, mean, scale_tril):
         mean: (..., K).
         scale_tril: (..., K, K).
     """
+    z, mean, scale_tril = (ops.convert_to_tensor(a) for a in (z, mean, scale_tril))
     k = ops.shape(mean)[-1]
     diff = z - mean
     batch_shape = ops.shape(diff)[:-1]
@@ -158,6 +162,7 @@ def tril_gaussian_log_density(z, mean, scale_tril):
 
 def standard_normal_log_density(z):
     """ln N(z | 0, I), summed over the last axis: the prior p(z)."""
+    z = ops.convert_to_tensor(z)
     return -0.5 * ops.sum(LOG_2PI + ops.square(z), axis=-1)
 
 

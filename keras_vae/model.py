@@ -237,10 +237,12 @@ class VAE(keras.Model):
         Kingma-Welling model by ~15% on 2 cores (benchmarks/README.md); callbacks' per-batch
         hooks then fire every 20 steps. Pass steps_per_execution=1 for the Keras default.
         Under a `tf.distribute` strategy the default stays 1: Keras's multi-step loop over a
-        distributed dataset fails on its last, partial execution (TensorFlow 2.21).
+        distributed dataset fails on its last, partial execution (TensorFlow 2.21), and on
+        the PyTorch backend, which only supports 1.
         """
         if steps_per_execution is None:
-            steps_per_execution = (1 if _under_distribution_strategy(self)
+            steps_per_execution = (1 if keras.backend.backend() == "torch"
+                                   or _under_distribution_strategy(self)
                                    else DEFAULT_STEPS_PER_EXECUTION)
         super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
 

@@ -1,6 +1,7 @@
 """The VAE model against ground truth: exact likelihoods, measured training, serialization,
 reproducibility and input validation."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -268,9 +269,9 @@ def test_conv_networks_fit_any_image_size():
 
 
 # ----------------------------------------------------------------- other backends
-JAX_SCRIPT = r"""
+OTHER_BACKEND_SCRIPT = r"""
 import json, numpy as np, keras
-assert keras.backend.backend() == "jax"
+assert keras.backend.backend() == "__BACKEND__"
 import keras_vae as kv
 from keras import ops
 rng = np.random.default_rng(0)
@@ -287,11 +288,15 @@ print(json.dumps({"loss": h.history["loss"], "kl": kl.tolist(),
 """
 
 
-def test_trains_on_jax_and_loads_under_tensorflow(tmp_path):
-    path = tmp_path / "jax.keras"
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT.replace("__PATH__", str(path))],
-                          env=env, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_trains_on_other_backends_and_loads_under_tensorflow(tmp_path, backend):
+    if importlib.util.find_spec(backend) is None:  # jax comes with the `test` extra, torch not
+        pytest.skip(f"{backend} is not installed (pip install -e '.[bench]' adds torch)")
+    path = tmp_path / f"{backend}.keras"
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    script = OTHER_BACKEND_SCRIPT.replace("__PATH__", str(path)).replace("__BACKEND__", backend)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["loss"][-1] < out["loss"][0]
