@@ -14,6 +14,7 @@ COMMAND_MODULES = ("keras_vae.training", "keras_vae.exporting", "keras_vae.zoo")
 
 
 def build_parser():
+    """The `keras-vae` argument parser, with the subcommands of every COMMAND_MODULES entry."""
     parser = argparse.ArgumentParser(
         prog="keras-vae",
         description="Train, evaluate, sample from and export variational autoencoders.")
@@ -26,6 +27,15 @@ def build_parser():
 
 
 def main(argv=None):
+    """Entry point of `keras-vae` / `python -m keras_vae`.
+
+    Args:
+        argv: the arguments (default: sys.argv[1:]).
+
+    Returns:
+        The exit status: 0 on success, 1 when a command fails, 2 for bad arguments or input
+        (printed as one line, "keras-vae COMMAND: error: ...", without a traceback).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -522,7 +522,8 @@ def _measure(graphs, component, fmt, run, eval_inputs):
 
 
 # --------------------------------------------------------------------------- files
-def _sha256(path):
+def file_sha256(path):
+    """The sha256 hex digest of a file, read in 1 MiB blocks (manifests, the zoo's registry)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -533,7 +534,7 @@ def _sha256(path):
 def _file_entries(root, rel):
     path = Path(root) / rel
     paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [{"path": p.relative_to(root).as_posix(), "sha256": _sha256(p),
+    return [{"path": p.relative_to(root).as_posix(), "sha256": file_sha256(p),
              "size_bytes": p.stat().st_size} for p in paths]
 
 

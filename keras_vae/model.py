@@ -168,6 +168,7 @@ class VAE(keras.Model):
     # ----------------------------------------------------------------- the model
     @property
     def event_ndim(self):
+        """How many trailing axes of x form one example (1 for vectors, 3 for HxWxC)."""
         return len(self.input_shape_)
 
     def log_likelihood_given(self, x, params):
@@ -312,6 +313,10 @@ class VAE(keras.Model):
                     "data in [0, 1]. Scale it (e.g. x / 255.0) or use likelihood='gaussian'.")
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit` without targets (`y` stays None): x and validation_data are
+        checked first (shape, finiteness, [0, 1] for a Bernoulli likelihood), so bad data fails
+        with a message before any training. Returns the History (loss, reconstruction, kl,
+        neg_elbo per epoch, in nats per example)."""
         self.check_data(x, "x")
         if validation_data is not None:
             val = validation_data[0] if isinstance(validation_data, tuple) else validation_data
@@ -319,6 +324,8 @@ class VAE(keras.Model):
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate` after the same data check as `fit`; with return_dict=True the
+        keys are loss, reconstruction, kl and neg_elbo (nats per example)."""
         self.check_data(x, "x")
         return super().evaluate(x, y, *args, **kwargs)
 
@@ -372,6 +379,7 @@ class VAE(keras.Model):
 
     # ----------------------------------------------------------------- serialization
     def get_config(self):
+        """Hyperparameters plus the serialized encoder and decoder (no weights)."""
         return {
             "name": self.name,
             "trainable": self.trainable,
@@ -388,6 +396,7 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Rebuilds the VAE from `get_config`'s dict (weights are loaded separately)."""
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])

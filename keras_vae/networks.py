@@ -28,6 +28,7 @@ def check_latent_dim(latent_dim):
 
 
 def check_posterior(posterior):
+    """Raises ValueError unless `posterior` is "diagonal" or "full"."""
     if posterior not in POSTERIORS:
         raise ValueError(
             f"Unknown posterior {posterior!r}: expected one of {POSTERIORS} "

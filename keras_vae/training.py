@@ -282,11 +282,13 @@ def load_split(config, split, batch_size=None, limit=None, numpy=False):
 
 # ============================================================================ run directory
 def read_json(path):
+    """The JSON object stored at `path`."""
     with open(path) as handle:
         return json.load(handle)
 
 
 def write_json(path, data):
+    """Writes `data` as JSON to `path` atomically (a temporary file, then a rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)

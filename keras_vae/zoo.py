@@ -51,7 +51,6 @@ import builtins
 import contextlib
 import difflib
 import glob
-import hashlib
 import io
 import json
 import math
@@ -67,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_vae import __version__
+from keras_vae.exporting import file_sha256
 
 __all__ = [
     "REGISTRY",
@@ -444,7 +444,7 @@ def info(name):
     entry = json.loads(json.dumps(_entry(name)))
     path = _cache_path(entry, None)
     entry.update({"name": name, "url": _url(entry, None), "cache_path": path,
-                  "cached": os.path.exists(path) and _sha256(path) == entry["sha256"]})
+                  "cached": os.path.exists(path) and file_sha256(path) == entry["sha256"]})
     return entry
 
 
@@ -495,14 +495,6 @@ def _cache_name(entry):
 
 def _cache_path(entry, cache_dir):
     return os.path.join(_cache_dir(cache_dir), CACHE_SUBDIR, _cache_name(entry))
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _remove(path):
@@ -563,7 +555,7 @@ def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
     expected = entry["sha256"]
     target = _cache_path(entry, cache_dir)
     if os.path.exists(target):
-        if _sha256(target) == expected:
+        if file_sha256(target) == expected:
             return target
         if verbose:
             print(f"keras-vae: the cached {target} does not have the expected sha256 "
@@ -598,7 +590,7 @@ def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
                                            cache_dir=_cache_dir(cache_dir),
                                            cache_subdir=CACHE_SUBDIR)
         except ValueError as err:
-            actual = _sha256(part) if os.path.exists(part) else "(no file)"
+            actual = file_sha256(part) if os.path.exists(part) else "(no file)"
             size = os.path.getsize(part) if os.path.exists(part) else 0
             raise IntegrityError(
                 f"The weight file of {what} is corrupt or incomplete: its sha256 is {actual} "
@@ -900,7 +892,7 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
         if value is not None:
             command += f" {flag} {value}"
     measured = {
-        "sha256": _sha256(target),
+        "sha256": file_sha256(target),
         "size_bytes": size,
         "parameters": _parameters(vae),
         "training": {
