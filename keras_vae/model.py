@@ -11,6 +11,8 @@
 `validation_data` all work without targets.
 """
 
+import math
+
 import numpy as np
 
 import keras
@@ -245,6 +247,7 @@ class VAE(keras.Model):
             steps_per_execution = (1 if keras.backend.backend() == "torch"
                                    or _under_distribution_strategy(self)
                                    else DEFAULT_STEPS_PER_EXECUTION)
+        self._requested_steps_per_execution = int(steps_per_execution)
         super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
 
     def compile_from_config(self, config):
@@ -321,7 +324,35 @@ class VAE(keras.Model):
         if validation_data is not None:
             val = validation_data[0] if isinstance(validation_data, tuple) else validation_data
             self.check_data(val, "validation_data")
+        batch_size = args[0] if args else kwargs.get("batch_size")
+        self._match_steps_per_execution(x, batch_size, kwargs.get("steps_per_epoch"))
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def _match_steps_per_execution(self, x, batch_size, steps_per_epoch):
+        """Makes the steps per compiled execution divide the epoch's steps where it can.
+
+        Keras runs an epoch in executions of `steps_per_execution` steps and reports the end
+        of each as its last step, so with 15 steps per epoch and 20 per execution the progress
+        bar reads "20/15" (and a cached tf.data pipeline warns it was not read to its end).
+        The requested number (compile's, default 20) is lowered to the epoch's step count when
+        that is smaller, else to its largest divisor between 5 and the request, if any.
+        """
+        requested = getattr(self, "_requested_steps_per_execution", 1)
+        if requested <= 1:
+            return
+        steps = steps_per_epoch
+        if steps is None:
+            if hasattr(x, "cardinality"):  # a tf.data.Dataset: its batches
+                steps = int(x.cardinality())
+            elif hasattr(x, "shape") and len(getattr(x, "shape", ())) > 0:
+                steps = math.ceil(int(x.shape[0]) / (batch_size or 32))  # Keras's default
+        if not steps or steps < 1:  # unknown (-2) or infinite (-1) cardinality
+            return
+        chosen = steps if steps <= requested else next(
+            (d for d in range(requested, 4, -1) if steps % d == 0), requested)
+        if chosen != self.steps_per_execution:
+            self.steps_per_execution = chosen
+            self.train_function = self.test_function = self.predict_function = None
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.evaluate` after the same data check as `fit`; with return_dict=True the

@@ -194,3 +194,33 @@ def test_train_under_a_strategy_with_mixed_precision(tmp_path):
     assert vae.encode(np.zeros((2, 64), "float32"))[0].dtype == np.float32
     with pytest.raises(ValueError, match="Unknown --strategy 'ring'"):
         training.make_config("digits", strategy="ring")
+
+
+class StepRecorder(keras.callbacks.Callback):
+    """The step indices Keras reports at the end of each execution."""
+
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(batch)
+
+
+@pytest.mark.parametrize("n, batch_size, expected", [
+    (150, 10, 15),    # 15 steps per epoch < 20: one execution per epoch
+    (500, 10, 10),    # 50 steps: the largest divisor <= 20 is 10
+    (2000, 10, 20),   # 200 steps: 20 divides
+    (1130, 10, 20),   # 113 steps, prime: no divisor in 5..20, the request stays
+])
+def test_steps_per_execution_divides_the_epoch(n, batch_size, expected):
+    x = (np.random.default_rng(0).random((n, 16)) > 0.5).astype("float32")
+    vae = tiny_vae(steps_per_execution=20)
+    recorder = StepRecorder()
+    vae.fit(x, epochs=1, batch_size=batch_size, verbose=0, callbacks=[recorder])
+    steps = -(-n // batch_size)
+    assert vae.steps_per_execution == expected
+    executions = -(-steps // expected)
+    # Keras reports each execution's end as begin + steps_per_execution - 1:
+    assert recorder.ends == [(i + 1) * expected - 1 for i in range(executions)]
+    # so the bar ends exactly at the epoch's last step whenever a divisor was found.
+    assert (recorder.ends[-1] == steps - 1) == (steps % expected == 0)
