@@ -347,22 +347,23 @@ def _info(args):
                       "posterior": vae.posterior, "precision": vae.precision}, indent=2))
 
 
-def _sample(args):
-    vae = _model(args)
-    x_mean, z = vae.sample(args.n, seed=args.seed)
+def _write_decoded(vae, args, x_mean, what):
+    """The PNG grid of decoded means at args.out (and the array at args.npy, if given)."""
     write_png(args.out, image_grid(vae.to_pixels(x_mean, args.image_shape), zoom=_zoom(vae, args)))
     if args.npy:
         np.save(args.npy, x_mean)
-    print(f"wrote {args.out}: {args.n} samples from the prior")
+    print(f"wrote {args.out}: {len(x_mean)} {what}")
+
+
+def _sample(args):
+    vae = _model(args)
+    x_mean, _ = vae.sample(args.n, seed=args.seed)
+    _write_decoded(vae, args, x_mean, "samples from the prior")
 
 
 def _decode(args):
     vae = _model(args)
-    x_mean = vae.decode(np.load(args.z, allow_pickle=False))
-    write_png(args.out, image_grid(vae.to_pixels(x_mean, args.image_shape), zoom=_zoom(vae, args)))
-    if args.npy:
-        np.save(args.npy, x_mean)
-    print(f"wrote {args.out}: {len(x_mean)} decoded points")
+    _write_decoded(vae, args, vae.decode(np.load(args.z, allow_pickle=False)), "decoded points")
 
 
 def _encode(args):
