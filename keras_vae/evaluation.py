@@ -302,6 +302,22 @@ def bits_per_dim(log_likelihood_nats, num_dims):
     return -np.asarray(log_likelihood_nats, dtype=np.float64) / (int(num_dims) * math.log(2.0))
 
 
+def nll_summary(log_px, num_dims):
+    """Summary of per-example log-likelihoods (n,) in nats over data with `num_dims` dimensions.
+
+    Returns:
+        dict with "nll" (-mean ln p(x), nats per example), "nll_stderr" (its standard error
+        over examples; nan for one example) and "bits_per_dim".
+    """
+    log_px = np.asarray(log_px, dtype="float64")
+    return {
+        "nll": float(-log_px.mean()),
+        "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1
+        else float("nan"),
+        "bits_per_dim": float(bits_per_dim(log_px.mean(), num_dims)),
+    }
+
+
 def likelihood_report(vae, x, num_samples=5000, seed=0, batch_size=None, elbo_samples=1,
                       verbose="auto"):
     """Summary numbers for a data set, the ones the `evaluate` command and benchmarks print.
@@ -332,13 +348,8 @@ def likelihood_report(vae, x, num_samples=5000, seed=0, batch_size=None, elbo_sa
     if num_samples:
         log_px = log_likelihood(vae, x, num_samples=num_samples, batch_size=batch_size,
                                 seed=seed, verbose=verbose)
-        out.update({
-            "nll": float(-log_px.mean()),
-            "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1
-            else float("nan"),
-            "bits_per_dim": float(bits_per_dim(log_px.mean(), int(np.prod(vae.input_shape_)))),
-            "num_samples": int(num_samples),
-        })
+        out.update(nll_summary(log_px, int(np.prod(vae.input_shape_))))
+        out["num_samples"] = int(num_samples)
     out["seconds"] = time.perf_counter() - start
     return out
 

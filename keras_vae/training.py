@@ -607,12 +607,8 @@ def run_evaluate(args):
 
         x, _ = load_split(config, args.split, numpy=True)
         log_px = evaluation.log_likelihood(vae, x, num_samples=args.nll_samples, seed=args.seed)
-        metrics.update(
-            nll=float(-log_px.mean()),
-            nll_stderr=float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1
-            else float("nan"),
-            bits_per_dim=float(evaluation.bits_per_dim(log_px.mean(), int(np.prod(x.shape[1:])))),
-            nll_samples=args.nll_samples, seed=args.seed)
+        metrics.update(evaluation.nll_summary(log_px, int(np.prod(x.shape[1:]))),
+                       nll_samples=args.nll_samples, seed=args.seed)
     name = "evaluation.json" if args.split == "test" else f"evaluation-{args.split}.json"
     write_json(os.path.join(args.run_dir, name), metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))
