@@ -33,7 +33,9 @@ DEFAULT_RESULTS = os.path.join(REPO, "benchmarks", "results", "throughput.json")
 # keras-vae variants: name -> settings for the worker. "default" is what a user gets from
 # `vae.compile(optimizer="adam"); vae.fit(x, batch_size=100)`.
 VARIANTS = {
-    "default": {},
+    "default": {},   # TensorFlow backend: Keras turns XLA off on CPU-only machines ("auto")
+    "xla": {"jit_compile": True},
+    "jax": {"backend": "jax"},   # KERAS_BACKEND=jax: the same model and fit, XLA via JAX
     "no_xla": {"jit_compile": False},
     "steps_per_execution_1": {"steps_per_execution": 1},
     "steps_per_execution_50": {"steps_per_execution": 50},
@@ -75,7 +77,8 @@ def worker(args):
         "peer": f"keras-vae:{args.variant}", "seconds_per_epoch": round(seconds, 3),
         "samples_per_second": round(len(x) / seconds, 1),
         "last_train_loss": round(history.history["loss"][-1], 2),
-        "jit_compile": vae.jit_compile, "steps_per_execution": vae.steps_per_execution}))
+        "jit_compile": vae.jit_compile, "steps_per_execution": vae.steps_per_execution,
+        "backend": keras.backend.backend()}))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -99,8 +102,10 @@ def contenders(args):
         out["torch-1-thread"] = ([sys.executable, torch_ref] + common, {"OMP_NUM_THREADS": "1"})
         out["keras-example"] = ([sys.executable, keras_ref] + common, {})
     for variant in args.variants:
+        backend = VARIANTS[variant].get("backend")
+        env = {"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"} if backend else {}
         out[f"keras-vae:{variant}"] = ([sys.executable, os.path.abspath(__file__), "--worker",
-                                        "--variant", variant] + common, {})
+                                        "--variant", variant] + common, env)
     return out
 
 
@@ -189,7 +194,8 @@ def main(argv=None):
                          "samples_per_second": rates,
                          "load_average_1min_after_each": [res["load_average_1min_after"]
                                                           for res in results],
-                         "last_train_loss": results[-1].get("last_train_loss")}
+                         "last_train_loss": results[-1].get("last_train_loss"),
+                         "backend": results[-1].get("backend")}
     peers = [n for n in ("torch", "torch-1-thread", "keras-example") if n in summary]
     out = {"benchmark": "throughput", "quick": args.quick, "machine": machine(),
            "versions": versions(), "epochs_timed": args.epochs, "rounds": args.rounds,

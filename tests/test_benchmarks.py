@@ -67,11 +67,13 @@ def test_throughput_quick(tmp_path):
     # clone, CI without the `bench` extra) only keras-vae's variants do.
     results = tmp_path / "throughput.json"
     with_peers = peers_available()
-    run("throughput.py", "--variants", "default,no_xla", "--results", str(results),
+    run("throughput.py", "--variants", "default,no_xla,jax", "--results", str(results),
         *([] if with_peers else ["--skip-peers"]))
     data = json.loads(results.read_text())
     rates = {k: v["median_samples_per_second"] for k, v in data["results"].items()}
-    assert {"keras-vae:default", "keras-vae:no_xla"} <= set(rates)
+    assert {"keras-vae:default", "keras-vae:no_xla", "keras-vae:jax"} <= set(rates)
+    assert data["results"]["keras-vae:default"]["backend"] == "tensorflow"
+    assert data["results"]["keras-vae:jax"]["backend"] == "jax"  # the variant's backend ran
     assert all(r > 0 for r in rates.values())
     # Same model, data and seed: the lever changes speed, not what is learned.
     assert abs(data["results"]["keras-vae:default"]["last_train_loss"]
