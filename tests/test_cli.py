@@ -33,9 +33,10 @@ def cli_env():
     return env
 
 
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "keras_vae", *map(str, args)], env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, timeout=300, **env):
+    return subprocess.run([sys.executable, "-m", "keras_vae", *map(str, args)],
+                          env={**cli_env(), **env}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def read_rows(path):
@@ -307,3 +308,20 @@ def test_commands_on_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
     assert "expected a file name ending in .png or .npy" in capsys.readouterr().err
     assert cli.main(["reconstruct", str(tmp_path), "--out", str(tmp_path / "no" / "r.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_on_jax_then_export_under_tensorflow(tmp_path):
+    """The README's advice for CPU training: KERAS_BACKEND=jax for `train`, TensorFlow (the
+    default) for `export`, whose parity check (1e-5 against the Keras model) must pass."""
+    run_dir, out = tmp_path / "run", tmp_path / "export"
+    result = run_cli("train", *TRAIN_ARGS, "--epochs", 2, "--run-dir", run_dir,
+                     KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_trained"] == 2 and summary["test"]["neg_elbo"] < 64 * np.log(2)
+    result = run_cli("export", run_dir, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    measured = {a["path"]: a["scaled_max_abs_diff"] for a in manifest["artifacts"]}
+    assert {"encoder", "decoder", "encoder.onnx", "decoder.onnx"} <= set(measured)
+    assert max(measured.values()) <= 1e-5
