@@ -118,6 +118,16 @@ NAMES = {"kw_diag": ("z_log_var", "x_logits"), "kw_full": ("z_scale_tril", "x_lo
 
 
 # --------------------------------------------------------------------------- fp32 parity
+def _assert_fp32_parity(vae, x, component, run):
+    """`run(inputs) -> {name: array}` matches Keras within 1e-5 (scaled) at batch 1, 7 and 64
+    (7: any batch size, not just the ones the export checked)."""
+    for batch in (1, 7, 64):
+        inputs = _inputs(vae, x, component, batch, seed=batch)
+        for out, (max_err, _) in _scaled_errors(run(inputs), _keras_outputs(vae, component,
+                                                                            inputs)).items():
+            assert max_err <= 1e-5, (component, out, batch, max_err)
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_saved_model_signatures_and_parity(name, models, exported):
     vae, x = models[name]
@@ -128,12 +138,8 @@ def test_saved_model_signatures_and_parity(name, models, exported):
         signature = loaded.signatures["serving_default"]
         assert set(signature.structured_input_signature[1]) == {input_name}
         assert set(signature.structured_outputs) == outputs
-        for batch in (1, 7, 64):  # 7: any batch size, not just the checked ones
-            inputs = _inputs(vae, x, component, batch, seed=batch)
-            got = {k: v.numpy() for k, v in signature(**{input_name: tf.constant(inputs)}).items()}
-            for out, (max_err, _) in _scaled_errors(got, _keras_outputs(vae, component,
-                                                                        inputs)).items():
-                assert max_err <= 1e-5, (component, out, batch, max_err)
+        _assert_fp32_parity(vae, x, component, lambda inputs: {
+            k: v.numpy() for k, v in signature(**{input_name: tf.constant(inputs)}).items()})
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -148,12 +154,7 @@ def test_onnx_names_dynamic_batch_and_parity(name, models, exported):
         assert [o.name for o in model.graph.output] == outputs
         for value in list(model.graph.input) + list(model.graph.output):
             assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
-        for batch in (1, 7, 64):
-            inputs = _inputs(vae, x, component, batch, seed=batch)
-            got = _onnx_run(path, inputs)
-            for out, (max_err, _) in _scaled_errors(got, _keras_outputs(vae, component,
-                                                                        inputs)).items():
-                assert max_err <= 1e-5, (component, out, batch, max_err)
+        _assert_fp32_parity(vae, x, component, lambda inputs: _onnx_run(path, inputs))
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
