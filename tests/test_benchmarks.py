@@ -53,7 +53,7 @@ def test_likelihood_quick(tmp_path):
     assert all(r["rss_increase_mib"] >= 0 and r["num_samples"] == 20 for r in sweep)
 
 
-# Stand-ins for ../shared/bench's peer scripts (a user's clone has no ../shared): same command
+# Stand-ins for the peer scripts of the shared bench folder (a user's clone has none): same command
 # line and JSON line, fixed rates, so the comparison logic is checked on known numbers. The
 # PyTorch stand-in reports 1000 samples/s per OpenMP thread, which checks the 1-thread run's
 # environment too. The real peers run only in the full benchmark.
