@@ -130,11 +130,13 @@ def _recipe(name, description, architecture, config, dataset, train):
 _DIGITS_TRAIN = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 50,
                  "max_epochs": 400, "patience": 30, "seed": 0,
                  "neg_elbo_samples": 1000, "nll_samples": 5000}
-# Binarized MNIST on a shared 2-core CPU: ~10 s per MLP epoch, ~5 min for k=5000 on 1000 test
-# examples; the budget is 20 epochs and the NLL on 500 evenly spaced test examples.
+# Binarized MNIST: Adam 1e-3 halved whenever the validation -ELBO stalls for 5 epochs, early
+# stopping after 20; ~2.5 s per Kingma-Welling epoch on 2 idle CPU cores. The NLL is measured
+# on the whole test split (k=5000: ~8 minutes for the MLPs).
 _MNIST_TRAIN = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 100,
-                "max_epochs": 20, "patience": 5, "seed": 0,
-                "neg_elbo_samples": 10, "nll_samples": 5000, "nll_examples": 500}
+                "max_epochs": 300, "patience": 20, "reduce_lr_patience": 5,
+                "reduce_lr_factor": 0.5, "min_learning_rate": 1e-5, "seed": 0,
+                "neg_elbo_samples": 10, "nll_samples": 5000}
 
 _recipe("kw_digits_z2", "Kingma-Welling MLP (64-200-2, tanh, Bernoulli) on binarized digits",
         "kingma_welling", {"input_dim": 64, "latent_dim": 2, "hidden_units": 200},
@@ -282,63 +284,61 @@ _RELEASED = {
         }
     },
     "kw_mnist_z20": {
-        "sha256": "fe2c1283c3a5ee3d4067c319532003fb0c1104910cfc279fa6c6d01896a1dd7d",
+        "sha256": "3842f381e6efadc0c6be372320b674ecd56b692e8739fa0e76237631f7584e55",
         "size_bytes": 3297720,
         "parameters": 815824,
         "training": {
             "command": "keras-vae zoo build kw_mnist_z20 --data /work/shared/datasets/binarized_mnist.npz",
-            "epochs": 20,
-            "best_epoch": 19,
-            "stopped_by": "max_epochs",
-            "max_epochs": 20,
-            "patience": 5,
-            "train_wall_time_s": 198.3,
-            "eval_wall_time_s": 156.2,
+            "epochs": 131,
+            "best_epoch": 111,
+            "stopped_by": "early_stopping",
+            "max_epochs": 300,
+            "patience": 20,
+            "train_wall_time_s": 308.3,
+            "eval_wall_time_s": 393.6,
             "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
         },
         "results": {
-            "test_neg_elbo": 102.504,
-            "test_neg_elbo_stderr": 0.265,
-            "test_reconstruction": 75.151,
-            "test_kl": 27.353,
+            "test_neg_elbo": 97.939,
+            "test_neg_elbo_stderr": 0.254,
+            "test_reconstruction": 70.185,
+            "test_kl": 27.754,
             "neg_elbo_samples": 10,
-            "valid_neg_elbo": 103.574,
+            "valid_neg_elbo": 98.885,
             "test_examples": 10000,
-            "nll_examples_neg_elbo": 101.622,
-            "test_nll": 95.853,
-            "test_nll_stderr": 1.085,
+            "test_nll": 92.579,
+            "test_nll_stderr": 0.239,
             "nll_samples": 5000,
-            "nll_examples": 500
+            "nll_examples": 10000
         }
     },
     "mlp_mnist_z20": {
-        "sha256": "fed11e284ac38b796e9c79983fc35d9da635345c82844387b3500d67401a1060",
+        "sha256": "11c89eb44baff2d295bcfba3273ccc2fbe0a326c0e40375c60f337302ea485db",
         "size_bytes": 4370488,
         "parameters": 1082680,
         "training": {
             "command": "keras-vae zoo build mlp_mnist_z20 --data /work/shared/datasets/binarized_mnist.npz",
-            "epochs": 20,
-            "best_epoch": 19,
-            "stopped_by": "max_epochs",
-            "max_epochs": 20,
-            "patience": 5,
-            "train_wall_time_s": 235.8,
-            "eval_wall_time_s": 114.1,
+            "epochs": 114,
+            "best_epoch": 94,
+            "stopped_by": "early_stopping",
+            "max_epochs": 300,
+            "patience": 20,
+            "train_wall_time_s": 381.1,
+            "eval_wall_time_s": 431.2,
             "software": "keras 3.15.1, tensorflow backend, keras-vae 0.1.0"
         },
         "results": {
-            "test_neg_elbo": 99.295,
-            "test_neg_elbo_stderr": 0.266,
-            "test_reconstruction": 75.533,
-            "test_kl": 23.762,
+            "test_neg_elbo": 96.063,
+            "test_neg_elbo_stderr": 0.268,
+            "test_reconstruction": 71.128,
+            "test_kl": 24.934,
             "neg_elbo_samples": 10,
-            "valid_neg_elbo": 100.169,
+            "valid_neg_elbo": 96.72,
             "test_examples": 10000,
-            "nll_examples_neg_elbo": 98.729,
-            "test_nll": 92.299,
-            "test_nll_stderr": 1.09,
+            "test_nll": 90.151,
+            "test_nll_stderr": 0.247,
             "nll_samples": 5000,
-            "nll_examples": 500
+            "nll_examples": 10000
         }
     },
     "conv_mnist_z16": {
@@ -826,9 +826,18 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
                                             patience=recipe["patience"],
                                             restore_best_weights=True)
     limit = _time_limit_callback(time_limit)
+    callbacks = [stopper, limit]
+    if recipe.get("reduce_lr_patience"):
+        # Lower the learning rate when the validation -ELBO stalls. On kw_mnist_z20 this gave
+        # a test -ELBO of 97.9 instead of 100.0 (same recipe otherwise; early stopping after
+        # 131 vs 113 epochs).
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_neg_elbo", mode="min", factor=recipe.get("reduce_lr_factor", 0.5),
+            patience=recipe["reduce_lr_patience"],
+            min_lr=recipe.get("min_learning_rate", 1e-5)))
     start = time.perf_counter()
     history = vae.fit(train, epochs=recipe["max_epochs"], batch_size=recipe["batch_size"],
-                      validation_data=valid, callbacks=[stopper, limit], verbose=verbose,
+                      validation_data=valid, callbacks=callbacks, verbose=verbose,
                       shuffle=True)
     train_seconds = time.perf_counter() - start
     epochs = len(history.history["val_neg_elbo"])
@@ -905,6 +914,8 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
             "stopped_by": stopped_by,
             "max_epochs": recipe["max_epochs"],
             "patience": recipe["patience"],
+            **({"final_learning_rate": float(keras.ops.convert_to_numpy(
+                vae.optimizer.learning_rate))} if recipe.get("reduce_lr_patience") else {}),
             "train_wall_time_s": round(train_seconds, 1),
             "eval_wall_time_s": round(eval_seconds, 1),
             "software": f"keras {keras.__version__}, {keras.backend.backend()} backend, "

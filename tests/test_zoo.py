@@ -448,6 +448,21 @@ def test_build_refuses_to_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", existing.name]
 
 
+def test_build_lowers_the_learning_rate_when_validation_stalls(tmp_path, monkeypatch):
+    """The MNIST recipes' schedule: with reduce_lr_patience, Adam's rate is halved each time the
+    validation -ELBO stops improving, and the entry records the rate training ended with. At a
+    rate of 1e-9 the weights stand still, so the validation -ELBO can only improve by its own
+    sampling noise: over 8 epochs at least one reduction must happen."""
+    recipe = dict(zoo.REGISTRY[SMALL]["train"], learning_rate=1e-9, max_epochs=8, patience=100,
+                  reduce_lr_patience=1, reduce_lr_factor=0.5, min_learning_rate=1e-15)
+    monkeypatch.setitem(zoo.REGISTRY, "lr_probe", dict(
+        zoo.REGISTRY[SMALL], train=recipe, file="lr_probe.weights.h5", sha256=None))
+    entry = zoo.build("lr_probe", out=tmp_path, nll_samples=0, verbose=0)
+    halvings = math.log2(1e-9 / entry["training"]["final_learning_rate"])
+    assert entry["training"]["epochs"] == 8
+    assert 1 <= round(halvings) <= 7 and abs(halvings - round(halvings)) < 1e-3
+
+
 def test_digits_split_is_the_documented_one():
     train, valid, test = zoo.load_data("digits")
     assert (train.shape, valid.shape, test.shape) == ((1437, 64), (180, 64), (180, 64))
