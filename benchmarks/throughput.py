@@ -33,10 +33,10 @@ DEFAULT_RESULTS = os.path.join(REPO, "benchmarks", "results", "throughput.json")
 # keras-vae variants: name -> settings for the worker. "default" is what a user gets from
 # `vae.compile(optimizer="adam"); vae.fit(x, batch_size=100)`.
 VARIANTS = {
-    "default": {},   # TensorFlow backend: Keras turns XLA off on CPU-only machines ("auto")
+    "default": {},   # TensorFlow backend: VAE.compile's "auto" means XLA, on CPU too
     "xla": {"jit_compile": True},
     "jax": {"backend": "jax"},   # KERAS_BACKEND=jax: the same model and fit, XLA via JAX
-    "no_xla": {"jit_compile": False},
+    "no_xla": {"jit_compile": False},   # Keras's own "auto" on a CPU-only machine
     "steps_per_execution_1": {"steps_per_execution": 1},
     "steps_per_execution_50": {"steps_per_execution": 50},
     "tf_data": {"tf_data": True},

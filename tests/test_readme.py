@@ -45,8 +45,10 @@ def test_own_script_example_trains_and_its_comments_hold(script_namespace):
     ns = script_namespace
     vae, x_test = ns["vae"], ns["x_test"]
     history = ns["history"].history
-    # Untrained, -ELBO is about 64 ln 2 = 44 nats; 30 epochs bring it well below.
-    assert history["val_neg_elbo"][-1] < 32 < history["val_neg_elbo"][0]
+    # Untrained, -ELBO is about 64 ln 2 = 44 nats; 30 epochs bring it well below (~22.5),
+    # and the later epochs still gain on the first (~31).
+    first, last = history["val_neg_elbo"][0], history["val_neg_elbo"][-1]
+    assert last < 0.6 * 64 * np.log(2) and last < first - 4
     assert ns["z_mean"].shape == ns["z_log_var"].shape == (197, 2)
     assert ns["images"].shape == (16, 64) and 0 <= ns["images"].min() <= ns["images"].max() <= 1
     np.testing.assert_array_equal(ns["saved"].encode(x_test)[0], ns["z_mean"])
