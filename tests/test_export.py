@@ -20,6 +20,7 @@ import keras  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import keras_vae as kv  # noqa: E402
@@ -155,6 +156,32 @@ def test_onnx_names_dynamic_batch_and_parity(name, models, exported):
         for value in list(model.graph.input) + list(model.graph.output):
             assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
         _assert_fp32_parity(vae, x, component, lambda inputs: _onnx_run(path, inputs))
+
+
+def test_conv_decoder_onnx_is_tidied(models, exported):
+    """tf2onnx's NHWC->NCHW Transpose is folded into the projection weights and the sigmoid
+    reads x_logits (one Reshape less); the fp32 parity above holds with both rewrites."""
+    model = onnx.load(str(exported["conv"] / "decoder.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "Transpose" not in ops and ops.count("ConvTranspose") == 2
+    sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid")
+    assert list(sigmoid.input) == ["x_logits"] and list(sigmoid.output) == ["x_mean"]
+    # tf2onnx's own graph had both, and computes the same as the tidied one
+    vae, x = models["conv"]
+    raw, _ = tf2onnx.convert.from_function(exporting._Graphs(vae).tf_function("decoder"),
+                                           input_signature=[tf.TensorSpec((None, 6), tf.float32,
+                                                                          name="z")], opset=17)
+    raw_ops = [n.op_type for n in raw.graph.node]
+    assert "Transpose" in raw_ops and len(raw_ops) == len(ops) + 2
+    z = _inputs(vae, x, "decoder", 64)
+    tidy = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    untidy = ort.InferenceSession(raw.SerializeToString(), providers=["CPUExecutionProvider"])
+    for got, want in zip(tidy.run(["x_mean", "x_logits"], {"z": z}),
+                         untidy.run(["x_mean", "x_logits"], {"z": z})):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    for variant in ("decoder.fp16.onnx", "decoder.int8.onnx"):
+        assert "Transpose" not in {n.op_type for n in onnx.load(
+            str(exported["conv"] / variant)).graph.node}
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
