@@ -576,7 +576,7 @@ def _differences(run, reference, inputs):
     return stats
 
 
-def _measure(graphs, component, fmt, run, eval_inputs):
+def _measure(graphs, component, fmt, run, eval_inputs, data_given=False):
     """Runs an artifact at each parity batch size (and, for variants with a budget on the mean,
     on every eval input), compares with Keras and checks the budget."""
     budget = ERROR_BUDGETS[fmt]
@@ -606,11 +606,15 @@ def _measure(graphs, component, fmt, run, eval_inputs):
                  for name, s in r.items()}
         raise ExportError(
             f"{artifact_path(fmt, component)} does not match the Keras {component}: "
-            f"{'; '.join(over)} (in units of max(1, max |output|)). Per output: {worst}. "
+            f"{'; '.join(over)} (in units of max(1, max |output|)). Unscaled max |diff| per "
+            f"output: {worst}. "
             + ("This fp32 artifact should match to float precision; please report it."
                if _PRECISION[fmt] == "fp32" else
-               f"The {fmt} variant is too lossy for this model; leave it out of formats, or "
-               "pass data=/--data with representative inputs for calibration."))
+               f"The {fmt} variant is too lossy for this model even when calibrated on the "
+               "given data; leave it out of formats (fp16 keeps far more precision)."
+               if data_given else
+               f"The {fmt} variant is too lossy for this model; pass data=/--data with "
+               "representative inputs for calibration, or leave it out of formats."))
     return result
 
 
@@ -792,7 +796,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             for fmt in formats:
                 rel, run, extra = built[fmt]
                 files = _file_entries(tmp, rel)
-                measured = _measure(graphs, component, fmt, run, eval_inputs)
+                measured = _measure(graphs, component, fmt, run, eval_inputs,
+                                    data_given=data is not None)
                 entry = {"path": rel, "component": component, "format": fmt,
                          "precision": _PRECISION[fmt],
                          "size_bytes": sum(f["size_bytes"] for f in files), "files": files,

@@ -401,6 +401,19 @@ def test_bad_arguments_are_named(tmp_path, digits):
     assert not (tmp_path / "a").exists()
 
 
+def test_over_budget_variant_is_refused_with_the_fitting_advice(tmp_path, digits, monkeypatch):
+    """A quantized variant past its budget fails the export; the advice depends on whether
+    real data calibrated it (then more data cannot help)."""
+    vae = _tiny_vae()
+    monkeypatch.setitem(exporting.ERROR_BUDGETS, "onnx_fp16", {"max": 1e-12, "mean": None})
+    with pytest.raises(exporting.ExportError, match=r"\.fp16\.onnx does not match .*max "
+                                                    r"\|diff\| = .* > 1e-12.*pass data=/--data"):
+        kv.export(vae, tmp_path / "a", formats=("onnx", "onnx_fp16"))
+    with pytest.raises(exporting.ExportError, match="even when calibrated on the given data"):
+        kv.export(vae, tmp_path / "b", formats=("onnx", "onnx_fp16"), data=digits[:300])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 # --------------------------------------------------------------------------- command line
 def test_cli_exports_a_run_directory(tmp_path, models, capsys):
     vae, x = models["kw_full"]
