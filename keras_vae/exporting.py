@@ -380,10 +380,9 @@ def _tidy_onnx(model):
             else None
         if shape is None or len(shape) != 4 or sole_consumer(reshape) is not transpose:
             continue
-        chain, node = [], producer(reshape.input[0])  # back over elementwise ops to the MatMul
+        node = producer(reshape.input[0])  # back over elementwise ops (they commute with the
         while node is not None and node.op_type in _ELEMENTWISE and sole_consumer(node):
-            chain.append(node)
-            node = producer(node.input[0])
+            node = producer(node.input[0])  # permutation) to the Add and MatMul
         bias = None
         if node is not None and node.op_type == "Add" and sole_consumer(node):
             bias_at = [i for i, name in enumerate(node.input) if const(name) is not None]
