@@ -168,9 +168,9 @@ def test_conv_decoder_onnx_is_tidied(models, exported):
     assert list(sigmoid.input) == ["x_logits"] and list(sigmoid.output) == ["x_mean"]
     # tf2onnx's own graph had both, and computes the same as the tidied one
     vae, x = models["conv"]
-    raw, _ = tf2onnx.convert.from_function(exporting._Graphs(vae).tf_function("decoder"),
-                                           input_signature=[tf.TensorSpec((None, 6), tf.float32,
-                                                                          name="z")], opset=17)
+    graphs = exporting._Graphs(vae)
+    raw, _ = tf2onnx.convert.from_function(graphs.tf_function("decoder"),
+                                           input_signature=[graphs.specs["decoder"]], opset=17)
     raw_ops = [n.op_type for n in raw.graph.node]
     assert "Transpose" in raw_ops and len(raw_ops) == len(ops) + 2
     z = _inputs(vae, x, "decoder", 64)

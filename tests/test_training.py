@@ -227,14 +227,12 @@ def test_steps_per_execution_divides_the_epoch(n, batch_size, expected):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's XLA default")
-def test_compile_turns_xla_on_for_tensorflow_on_cpu_and_it_trains_the_same():
+def test_compile_turns_xla_on_for_tensorflow_on_cpu_and_it_trains_the_same(binary_digits):
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
     assert not tf.config.list_physical_devices("GPU")  # where Keras's own "auto" means off
-    from sklearn.datasets import load_digits
-
-    x = (load_digits().data[:600] / 16 > 0.5).astype("float32")
+    x = binary_digits[0][:600]
     losses = {}
     for jit in ("auto", False):
         keras.utils.set_random_seed(0)
@@ -244,7 +242,7 @@ def test_compile_turns_xla_on_for_tensorflow_on_cpu_and_it_trains_the_same():
         losses[jit] = np.array(vae.fit(x, epochs=8, batch_size=50, verbose=0).history["loss"])
     # The same model, data and updates, compiled two ways. Under XLA TensorFlow's stateless
     # RNG picks another algorithm, so the eps draws differ and the curves agree only up to
-    # sampling noise (<= 0.5 nats here), far less than what 8 epochs gain (~13 of 36 nats).
+    # sampling noise (< 1 nat here), far less than what 8 epochs gain (~13 of 36 nats).
     gain = losses[False][0] - losses[False][-1]
     assert gain > 0.05 * losses[False][0]
     assert np.abs(losses["auto"] - losses[False]).max() < 0.2 * gain
