@@ -45,14 +45,19 @@ def _under_distribution_strategy(model):
 
 
 def _xla_by_default(model, run_eagerly):
-    """Whether "auto" should mean XLA: TensorFlow, CPU or not, except where Keras refuses it."""
+    """Whether "auto" should mean XLA: TensorFlow, CPU or not, except where Keras refuses it.
+
+    Keras's own rule (every layer supports jit, op determinism off) decides; only its
+    "CPU-only machine" exception is dropped. run_eagerly is checked here because Keras warns
+    when it has to turn a requested jit_compile=True off.
+    """
     if keras.backend.backend() != "tensorflow" or run_eagerly:
         return False
     if _under_distribution_strategy(model):
         return False
-    from tensorflow.python.framework.config import is_op_determinism_enabled
+    from keras.src.trainers.trainer import model_supports_jit  # the rule behind Keras's "auto"
 
-    return not is_op_determinism_enabled()
+    return model_supports_jit(model)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -257,8 +262,9 @@ class VAE(keras.Model):
         `jit_compile="auto"` means XLA on TensorFlow on CPU too, where Keras's own "auto"
         turns it off: on 2 idle cores the XLA-compiled step trains the Kingma-Welling model
         ~1.4x faster (benchmarks/README.md, throughput run 6). It stays off under a
-        `tf.distribute` strategy, with `run_eagerly=True`, and when op determinism is on, as
-        in Keras. Pass `jit_compile=False` to opt out (compilation costs a few seconds).
+        `tf.distribute` strategy, with `run_eagerly=True`, when op determinism is on, and for
+        a layer with `supports_jit=False`, as in Keras. Pass `jit_compile=False` to opt out
+        (compilation costs a few seconds).
         """
         if steps_per_execution is None:
             steps_per_execution = (1 if keras.backend.backend() == "torch"
