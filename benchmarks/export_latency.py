@@ -107,14 +107,11 @@ def bench_model(label, vae, quick, out_root, data=None):
             manifest = kv.export(vae, folder, formats=formats, data=data, overwrite=True)
             break
         except kv.exporting.ExportError as err:  # a quantized variant over its error budget
-            fmt = next((f for f in formats if f not in kv.exporting.DEFAULT_FORMATS and any(
-                str(err).startswith(kv.exporting.artifact_path(f, c) + " ")
-                for c in kv.exporting.COMPONENTS)), None)
-            if fmt is None:
+            if err.fmt is None or err.fmt in kv.exporting.DEFAULT_FORMATS:
                 raise
-            formats.remove(fmt)
-            refused[fmt] = str(err)
-            print(f"  {label}: the export refused {fmt}: {str(err)[:160]}...")
+            formats.remove(err.fmt)
+            refused[err.fmt] = str(err)
+            print(f"  {label}: the export refused {err.fmt}: {str(err)[:160]}...")
     export_seconds = time.perf_counter() - started
     rng = np.random.default_rng(0)
     # Runners take turns, several rounds each, and each keeps the median of its rounds: on a

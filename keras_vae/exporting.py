@@ -99,7 +99,12 @@ _ONNX_RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "Random
 
 class ExportError(ValueError):
     """An exported artifact does not compute what the Keras model computes (beyond its budget),
-    or cannot be produced; the export wrote nothing."""
+    or cannot be produced; the export wrote nothing. `fmt` names the format whose artifact
+    missed its error budget (None for other failures)."""
+
+    def __init__(self, message, fmt=None):
+        super().__init__(message)
+        self.fmt = fmt
 
 
 def artifact_path(fmt, component):
@@ -613,7 +618,7 @@ def _measure(graphs, component, fmt, run, eval_inputs, data_given=False):
                "given data; leave it out of formats (fp16 keeps far more precision)."
                if data_given else
                f"The {fmt} variant is too lossy for this model; pass data=/--data with "
-               "representative inputs for calibration, or leave it out of formats."))
+               "representative inputs for calibration, or leave it out of formats."), fmt=fmt)
     return result
 
 

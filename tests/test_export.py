@@ -409,8 +409,10 @@ def test_over_budget_variant_is_refused_with_the_fitting_advice(tmp_path, digits
     with pytest.raises(exporting.ExportError, match=r"\.fp16\.onnx does not match .*max "
                                                     r"\|diff\| = .* > 1e-12.*pass data=/--data"):
         kv.export(vae, tmp_path / "a", formats=("onnx", "onnx_fp16"))
-    with pytest.raises(exporting.ExportError, match="even when calibrated on the given data"):
+    with pytest.raises(exporting.ExportError, match="even when calibrated on the given data") \
+            as refused:
         kv.export(vae, tmp_path / "b", formats=("onnx", "onnx_fp16"), data=digits[:300])
+    assert refused.value.fmt == "onnx_fp16"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
