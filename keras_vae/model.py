@@ -7,7 +7,8 @@
 
 `call(x)` encodes, samples z with the `Sampling` layer, decodes, and adds the two terms of
 -ELBO (THEORY eqs [2]-[7]) with `add_loss`: the Monte Carlo reconstruction error averaged over
-`num_samples` draws, and `beta` times the closed-form KL. So `fit`, `evaluate`, `predict` and
+`num_samples` draws, and `beta` times the closed-form KL (or, with `objective="iwae"`, the
+importance-weighted bound of Burda et al. instead). So `fit`, `evaluate`, `predict` and
 `validation_data` all work without targets.
 """
 
@@ -22,6 +23,7 @@ from keras_vae import distributions, networks
 from keras_vae.layers import Sampling
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
 DEFAULT_STEPS_PER_EXECUTION = 20
 
 
@@ -74,8 +76,17 @@ class VAE(keras.Model):
         likelihood: "bernoulli" (data in [0, 1]; summed binary cross-entropy from logits) or
             "gaussian" (real-valued data).
         posterior: "diagonal" or "full" (full covariance through a triangular factor).
-        num_samples: L, the Monte Carlo samples of z per example in the reconstruction term.
+        num_samples: L, the Monte Carlo samples of z per example in the reconstruction term
+            (for `objective="iwae"`, the k of the importance-weighted bound).
         beta: weight of the KL term (1 gives the ELBO; a `KLWarmup` callback may change it).
+        objective: what training minimizes. "elbo" (default): -ELBO, the Monte Carlo
+            reconstruction error plus `beta` times the closed-form KL, two `add_loss` terms.
+            "iwae": the negative importance-weighted bound of Burda et al. (2015) with
+            k = `num_samples`, -ln (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) (THEORY, "Beyond the
+            notes"), one `add_loss` term: as tight as the ELBO at k = 1 (equal in expectation)
+            and tighter as k grows, which trains models of higher likelihood. `beta` then
+            weights ln p(z) - ln q(z|x) inside the bound. The reported `reconstruction`, `kl`
+            and `neg_elbo` metrics are the ELBO's either way; `loss` is the bound.
         decoder_variance: Gaussian likelihood only: "learned" (a trainable per-feature
             log-variance) or a positive float (a fixed variance for every feature).
         seed: seed of the sampling noise.
@@ -83,12 +94,16 @@ class VAE(keras.Model):
 
     def __init__(self, encoder, decoder, latent_dim=None, likelihood="bernoulli",
                  posterior="diagonal", num_samples=1, beta=1.0, decoder_variance="learned",
-                 seed=None, **kwargs):
+                 seed=None, objective="elbo", **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Unknown likelihood {likelihood!r}: expected one of {LIKELIHOODS} "
                              "('bernoulli' for data in [0, 1], 'gaussian' for real values).")
         networks.check_posterior(posterior)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"Unknown objective {objective!r}: expected one of {OBJECTIVES} "
+                             "('elbo' for the ELBO, 'iwae' for the importance-weighted bound "
+                             "with k = num_samples).")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1 (L in THEORY eq [7]), "
                              f"got {num_samples!r}.")
@@ -135,6 +150,7 @@ class VAE(keras.Model):
         self.likelihood = likelihood
         self.posterior = posterior
         self.num_samples = num_samples
+        self.objective = objective
         self.beta_target = float(beta)
         self.decoder_variance = decoder_variance
         self.seed = seed
@@ -221,7 +237,8 @@ class VAE(keras.Model):
         return distributions.tril_gaussian_log_density(z, z_mean, z_scale)
 
     def call(self, x, training=False):
-        """Returns a dict of per-example tensors and adds -ELBO's two terms with add_loss.
+        """Returns a dict of per-example tensors and adds -ELBO's two terms with add_loss (for
+        `objective="iwae"`, the negative importance-weighted bound, one term).
 
         Returns:
             {"x_mean": E[x|z] for the sampled z (averaged over the L samples), shaped like x;
@@ -232,7 +249,7 @@ class VAE(keras.Model):
         z_mean, z_scale = self.encoder(x, training=training)
         z_mean, z_scale = ops.cast(z_mean, "float32"), ops.cast(z_scale, "float32")
         num_samples = self.num_samples
-        if num_samples == 1:
+        if num_samples == 1 and self.objective == "elbo":
             z = self.sampling([z_mean, z_scale])
             params = ops.cast(self.decoder(z, training=training), "float32")
             log_lik = self.log_likelihood_given(x, params)
@@ -241,12 +258,20 @@ class VAE(keras.Model):
             z = self.sampling([z_mean, z_scale], num_samples=num_samples)  # (L, B, K)
             params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
             params = ops.reshape(ops.cast(params, "float32"), (num_samples, -1) + self.input_shape_)
-            log_lik = ops.mean(self.log_likelihood_given(x, params), axis=0)  # eq [7]
+            log_lik_samples = self.log_likelihood_given(x, params)  # (L, B)
+            log_lik = ops.mean(log_lik_samples, axis=0)  # eq [7]
             x_mean = ops.mean(self.mean_from_params(params), axis=0)
         reconstruction = -log_lik
         kl = self.kl(z_mean, z_scale)
-        self.add_loss(ops.mean(reconstruction))
-        self.add_loss(self.beta * ops.mean(kl))
+        if self.objective == "elbo":
+            self.add_loss(ops.mean(reconstruction))
+            self.add_loss(self.beta * ops.mean(kl))
+        else:  # ln (1/k) sum_i w_i, w_i = p(x|z_i) p(z_i) / q(z_i|x), computed in log space
+            log_ratio = (distributions.standard_normal_log_density(z)
+                         - self.posterior_log_density(z, z_mean, z_scale))  # (L, B)
+            bound = (ops.logsumexp(log_lik_samples + self.beta * log_ratio, axis=0)
+                     - math.log(num_samples))
+            self.add_loss(-ops.mean(bound))
         return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
 
     def compile(self, *args, steps_per_execution=None, jit_compile="auto", **kwargs):
@@ -449,6 +474,7 @@ class VAE(keras.Model):
             "beta": self.beta_target,
             "decoder_variance": self.decoder_variance,
             "seed": self.seed,
+            "objective": self.objective,
         }
 
     @classmethod

@@ -154,6 +154,50 @@ def test_k1_estimate_equals_elbo_in_expectation():
     assert diff.std() > 0.1
 
 
+# ----------------------------------------------------------------- the IWAE training objective
+def iwae_loss(vae, psi, x, k, seed):
+    """The training loss of `vae`'s networks under objective="iwae" with k samples:
+    -mean over x of the importance-weighted bound, as `evaluate` reports it."""
+    iw = kv.VAE(vae.encoder, vae.decoder, vae.latent_dim, likelihood="gaussian",
+                posterior=vae.posterior, objective="iwae", num_samples=k, seed=seed)
+    iw.decoder_log_var.assign(np.log(psi))
+    iw.compile()
+    return iw.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["loss"]
+
+
+def test_iwae_objective_is_exact_with_the_exact_posterior():
+    # Every importance weight is p(x): the bound is ln p(x) for any k, up to float32 rounding.
+    vae, w, b, psi = linear_gaussian("full", exact_posterior=True)
+    x = linear_gaussian_data(w, b, psi, 64)
+    exact = exact_log_px(x, w, b, psi).mean()
+    for k in (1, 5):
+        assert iwae_loss(vae, psi, x, k, seed=0) == pytest.approx(-exact, abs=2e-3)
+
+
+def test_iwae_objective_tightens_from_the_elbo_towards_the_exact_likelihood():
+    vae, w, b, psi = linear_gaussian("diagonal", var_scale=0.5)
+    x = linear_gaussian_data(w, b, psi, 400)
+    exact = exact_log_px(x, w, b, psi).mean()
+    elbo = evaluation.elbo(vae, x, num_samples=2000, seed=0).elbo.mean()
+    assert exact - elbo > 0.1  # the mismatched posterior leaves a gap to close
+    losses = {k: np.array([iwae_loss(vae, psi, x, k, seed=s) for s in range(seeds)])
+              for k, seeds in ((1, 8), (10, 2), (500, 2))}
+    # k = 1 is the ELBO (with a Monte Carlo KL) in expectation: 8 x 400 single draws, whose
+    # spread per example is measured from two independent k = 1 estimates.
+    draw_a, draw_b = (evaluation.log_likelihood(vae, x, num_samples=1, seed=s) for s in (10, 11))
+    per_draw = np.std(draw_a - draw_b) / math.sqrt(2)
+    assert -losses[1].mean() == pytest.approx(elbo, abs=4 * per_draw / math.sqrt(8 * len(x)))
+    # It rises with k, stays below ln p(x), and at k = 500 sits within 0.02 nats of it.
+    means = [-losses[k].mean() for k in (1, 10, 500)]
+    assert means[0] < means[1] < means[2] < exact + 1e-3, (means, exact)
+    assert exact - means[2] < 0.02
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective 'vi'.*'iwae'"):
+        kv.VAE.kingma_welling(8, 2, objective="vi")
+
+
 def test_elbo_terms_match_closed_forms_on_linear_gaussian():
     vae, w, b, psi = linear_gaussian("diagonal", var_scale=0.7, seed=4)
     x = linear_gaussian_data(w, b, psi, 40, seed=5)

@@ -159,7 +159,8 @@ def test_keras_round_trip(kind, tmp_path):
         vae = kv.VAE.conv((12, 10, 2), 4, filters=(8, 16), dense_units=32, seed=5)
         x = rng.uniform(size=(40, 12, 10, 2)).astype("float32")
     else:
-        vae = kv.VAE.mlp((6,), 2, hidden_units=(16, 8), likelihood="gaussian", seed=6)
+        vae = kv.VAE.mlp((6,), 2, hidden_units=(16, 8), likelihood="gaussian", seed=6,
+                         objective="iwae", num_samples=3)
         x = rng.normal(size=(40, 6)).astype("float32")
     vae.compile(optimizer=keras.optimizers.Adam(3e-3))
     vae.fit(x, epochs=2, batch_size=20, verbose=0)
