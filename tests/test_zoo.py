@@ -113,7 +113,7 @@ def file_of(name):
 def test_every_released_model_has_its_verified_small_file():
     names = zoo.released_names()
     assert SMALL in names
-    for required in ("kw_mnist_z2", "kw_mnist_z20", "mlp_mnist_z20", "conv_mnist_z16",
+    for required in ("kw_mnist_z2", "kw_mnist_z20", "mlp_mnist_z20", "conv_mnist_z16", "iwae_mnist_z50",
                      "mlp_digits_z8", "conv_digits_z4"):
         assert required in names
     for name in names:
@@ -125,7 +125,7 @@ def test_every_released_model_has_its_verified_small_file():
         results, training = entry["results"], entry["training"]
         assert training["command"].startswith(f"keras-vae zoo build {name}")
         assert 1 <= training["best_epoch"] <= training["epochs"] <= training["max_epochs"]
-        assert training["train_wall_time_s"] > 0
+        assert training["train_wall_time_s"] > 0 and training["hardware"]
         # The importance-weighted bound is tighter than the ELBO on the same examples.
         same = results.get("nll_examples_neg_elbo", results["test_neg_elbo"])
         assert results["test_nll"] < same, name
@@ -461,6 +461,37 @@ def test_build_lowers_the_learning_rate_when_validation_stalls(tmp_path, monkeyp
     halvings = math.log2(1e-9 / entry["training"]["final_learning_rate"])
     assert entry["training"]["epochs"] == 8
     assert 1 <= round(halvings) <= 7 and abs(halvings - round(halvings)) < 1e-3
+
+
+def test_build_with_polyak_averaging_keeps_the_averaged_weights(tmp_path, monkeypatch):
+    """A recipe with ema_momentum validates, early-stops on and saves the moving average of the
+    weights, not the raw ones. Keras starts the average at the weights after the first step,
+    which Adam moves by at most its learning rate per weight (|m/sqrt(v)| <= 1); with momentum
+    0.99999 the average then barely moves in 2 epochs (58 steps), while the raw weights move
+    far. So the saved file must hold the initial weights (reproduced here from the recipe's
+    seed) to within one learning rate."""
+    def build(label, **changes):
+        recipe = dict(zoo.REGISTRY[SMALL]["train"], max_epochs=2, patience=100, **changes)
+        monkeypatch.setitem(zoo.REGISTRY, label, dict(
+            zoo.REGISTRY[SMALL], train=recipe, file=f"{label}.weights.h5", sha256=None))
+        zoo.build(label, out=tmp_path, nll_samples=0, verbose=0)
+        vae = zoo._construct(zoo.REGISTRY[label])
+        vae.load_weights(str(tmp_path / f"{label}.weights.h5"))
+        return [np.asarray(w) for w in vae.trainable_weights]
+
+    import keras
+
+    seed = zoo.REGISTRY[SMALL]["train"]["seed"]
+    keras.utils.set_random_seed(seed)
+    initial = [np.asarray(w) for w in zoo._construct(
+        zoo.REGISTRY[SMALL], seed=seed, name="ema_probe").trainable_weights]
+    moved = lambda weights: max(float(np.max(np.abs(w - w0)))  # noqa: E731
+                                for w, w0 in zip(weights, initial))
+    lr = zoo.REGISTRY[SMALL]["train"]["learning_rate"]
+    raw = moved(build("raw_probe"))
+    averaged = moved(build("ema_probe", ema_momentum=0.99999))
+    assert raw > 20 * lr, raw  # training moves the weights ...
+    assert averaged < 1.05 * lr, (averaged, raw)  # ... their average (what is kept) does not
 
 
 def test_digits_split_is_the_documented_one():
