@@ -102,3 +102,29 @@ def test_anomaly_quick(tmp_path):
     assert res["elbo"]["auroc"] > 0.6
     png = (tmp_path / "anomaly_roc.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_zoo_candidates_quick(tmp_path):
+    """Two candidates in parallel processes through zoo.build on synthetic data: each writes its
+    entry and weight file, and the entry describes that file and its own recipe."""
+    import hashlib
+
+    out = tmp_path / "candidates"
+    stdout = run("zoo_candidates.py", "--out", str(out), "--names",
+                 "iwae_mnist_z50,conv_mnist_z32_ema")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == [] and set(summary["candidates"]) == {
+        "iwae_mnist_z50", "conv_mnist_z32_ema"}
+    for name, entry in summary["candidates"].items():
+        assert name in stdout
+        weights = out / f"{name}.weights.h5"
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == entry["sha256"]
+        training, results = entry["training"], entry["results"]
+        assert training["epochs"] == 2 and training["hardware"].startswith("CPU")
+        assert results["nll_samples"] == 20 and results["nll_examples"] == 10
+        # ln p(x) >= ELBO: the NLL may exceed the same examples' -ELBO only by MC error.
+        same = results.get("nll_examples_neg_elbo", results["test_neg_elbo"])
+        assert results["test_nll"] <= same + 4 * results["test_nll_stderr"] + 0.5
+    iwae = summary["candidates"]["iwae_mnist_z50"]
+    assert iwae["config"]["objective"] == "iwae" and iwae["train"]["monitor"] == "val_loss"
+    assert summary["candidates"]["conv_mnist_z32_ema"]["train"]["ema_momentum"] == 0.999
