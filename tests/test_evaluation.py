@@ -342,6 +342,7 @@ def test_jax_backend_gives_the_exact_value_too():
         "import test_evaluation as t\n"
         "assert keras.backend.backend() == 'jax'\n"
         "t.test_exact_posterior_gives_exact_log_likelihood_for_every_k()\n"
+        "t.test_iwae_objective_is_exact_with_the_exact_posterior()\n"
         "t.test_seed_chunking_and_batching()\n"
         "print('ok')\n")
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3",
