@@ -37,7 +37,7 @@ import numpy as np
 import keras
 
 from keras_vae import datasets, distribute, plots
-from keras_vae.model import VAE
+from keras_vae.model import OBJECTIVES, VAE
 
 MODELS = ("kingma-welling", "mlp", "conv")
 DEFAULT_HIDDEN = {"kingma-welling": (500,), "mlp": (512, 256), "conv": (32, 64)}
@@ -54,7 +54,16 @@ MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 # Options that define a run: a rerun with any of them changed is a different run.
 RUN_OPTIONS = ("dataset", "data_dir", "model", "latent_dim", "hidden_units", "likelihood",
                "posterior", "num_samples", "beta", "kl_warmup", "epochs", "batch_size", "lr",
-               "seed", "binarize", "scale", "early_stopping", "mixed_precision")
+               "seed", "binarize", "scale", "early_stopping", "mixed_precision", "objective")
+# Options added after runs were already written: what such a run's config means without them.
+_OPTION_DEFAULTS = {"objective": "elbo"}
+
+
+def monitor(config):
+    """What checkpoints and early stopping watch: the validation -ELBO, or for a run trained on
+    the importance-weighted bound, that bound (val_loss), whose best epoch is the best model by
+    the objective it trains (the ELBO of such a model gets worse as the bound improves)."""
+    return "val_loss" if config.get("objective", "elbo") == "iwae" else MONITOR
 
 
 class TrainingDiverged(RuntimeError):
@@ -168,6 +177,9 @@ def check_config(config):
         raise ValueError(f"Unknown --model {config['model']!r}: expected one of {MODELS}.")
     for name in ("latent_dim", "epochs", "batch_size", "num_samples"):
         _positive(name, config[name])
+    if config.get("objective", "elbo") not in OBJECTIVES:
+        raise ValueError(f"Unknown --objective {config['objective']!r}: expected one of "
+                         f"{OBJECTIVES}.")
     _positive("lr", config["lr"], float)
     _positive("beta", config["beta"], float, allow_zero=True)
     _positive("kl_warmup", config["kl_warmup"], int, allow_zero=True)
@@ -213,7 +225,8 @@ def build_model(config):
     hidden = tuple(config["hidden_units"] or DEFAULT_HIDDEN[config["model"]])
     common = dict(latent_dim=config["latent_dim"], likelihood=config["likelihood"],
                   posterior=config["posterior"], num_samples=config["num_samples"],
-                  beta=config["beta"], seed=config["seed"])
+                  beta=config["beta"], seed=config["seed"],
+                  objective=config.get("objective", "elbo"))
     input_shape = tuple(config["input_shape"])
     if config["model"] == "kingma-welling":
         if len(hidden) != 1:
@@ -237,7 +250,8 @@ def build_model(config):
 def make_config(dataset, model="kingma-welling", latent_dim=2, epochs=50, batch_size=100,
                 lr=1e-3, beta=1.0, kl_warmup=0, num_samples=1, posterior="diagonal",
                 likelihood="bernoulli", hidden_units=None, binarize=None, scale="auto", seed=0,
-                early_stopping=None, data_dir=None, strategy="default", mixed_precision=None):
+                early_stopping=None, data_dir=None, strategy="default", mixed_precision=None,
+                objective="elbo"):
     """A complete, checked run configuration (dict) with the data shapes filled in.
 
     `dataset` is a known name or a path (made absolute). Adds `input_shape` (what the model
@@ -250,7 +264,7 @@ def make_config(dataset, model="kingma-welling", latent_dim=2, epochs=50, batch_
                   beta=float(beta), kl_warmup=kl_warmup, epochs=epochs, batch_size=batch_size,
                   lr=float(lr), seed=seed, binarize=binarize, scale=scale,
                   early_stopping=early_stopping, strategy=strategy,
-                  mixed_precision=mixed_precision)
+                  mixed_precision=mixed_precision, objective=objective)
     check_config(config)
     options = _data_options(config)
     config["input_shape"] = list(datasets.example_shape(key, options["flatten"], data_dir))
@@ -356,9 +370,11 @@ def prepare_run_dir(run_dir, config, overwrite=False):
             shutil.rmtree(run_dir)
         else:
             old = read_json(config_path)
-            changed = [k for k in RUN_OPTIONS if old.get(k) != config.get(k)]
+            changed = [k for k in RUN_OPTIONS
+                       if old.get(k, _OPTION_DEFAULTS.get(k)) != config.get(k)]
             if changed:
-                details = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
+                details = ", ".join(f"{k}: {old.get(k, _OPTION_DEFAULTS.get(k))!r} -> "
+                                    f"{config.get(k)!r}" for k in changed)
                 raise FileExistsError(
                     f"{run_dir} holds a run with other options ({details}). Choose another "
                     "--run-dir, or pass --overwrite to delete that run and start again.")
@@ -376,7 +392,8 @@ def prepare_run_dir(run_dir, config, overwrite=False):
 
 # ============================================================================ training
 def _callbacks(config, run_dir, history, backup_root=None):
-    previous = history.get(MONITOR, [])
+    watched = monitor(config)
+    previous = history.get(watched, [])
     best = min((v for v in previous if math.isfinite(v)), default=None)
     callbacks = []
     if config["kl_warmup"]:
@@ -386,11 +403,11 @@ def _callbacks(config, run_dir, history, backup_root=None):
     # CSVLogger before BackupAndRestore: once an epoch's backup exists, its row is written.
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_FILE), append=True))
     callbacks.append(keras.callbacks.ModelCheckpoint(
-        os.path.join(run_dir, BEST_WEIGHTS), monitor=MONITOR, mode="min", save_best_only=True,
+        os.path.join(run_dir, BEST_WEIGHTS), monitor=watched, mode="min", save_best_only=True,
         save_weights_only=True, initial_value_threshold=best))
     if config["early_stopping"]:
         callbacks.append(ResumableEarlyStopping(
-            previous, monitor=MONITOR, mode="min", patience=config["early_stopping"],
+            previous, monitor=watched, mode="min", patience=config["early_stopping"],
             start_from_epoch=config["kl_warmup"], verbose=1))
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                  write_graph=False, profile_batch=0))
@@ -480,8 +497,8 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
     history = read_history(run_dir)
     summary = dict(test=metrics, epochs_trained=len(history.get("epoch", [])),
                    resumed_from_epoch=resumed_from, stopped_early=stopped_early,
-                   best_epoch=(int(np.nanargmin(history[MONITOR])) + 1
-                               if history.get(MONITOR) else None),
+                   best_epoch=(int(np.nanargmin(history[monitor(config)])) + 1
+                               if history.get(monitor(config)) else None),
                    pictures=pictures, seconds=round(time.time() - started, 1))
     write_json(os.path.join(run_dir, SUMMARY_FILE), summary)
     return summary
@@ -577,6 +594,7 @@ def run_train(args):
         args.dataset, model=args.model, latent_dim=args.latent_dim, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, beta=args.beta, kl_warmup=args.kl_warmup,
         num_samples=args.num_samples, posterior=args.posterior, likelihood=args.likelihood,
+        objective=args.objective,
         hidden_units=None if args.hidden_units is None else _hidden_units(args.hidden_units),
         binarize=None if args.binarize == "none" else args.binarize, scale=_scale(args.scale),
         seed=args.seed, early_stopping=args.early_stopping, data_dir=args.data_dir,
@@ -673,6 +691,9 @@ def add_commands(subparsers):
                    help="ramp beta from 0 to --beta over this many epochs")
     p.add_argument("--num-samples", type=int, default=1, metavar="L",
                    help="Monte Carlo samples of z per example")
+    p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
+                   help="train on the ELBO, or on the importance-weighted bound (Burda et al.) "
+                        "with k = --num-samples")
     p.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
     p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
