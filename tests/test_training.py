@@ -258,3 +258,7 @@ def test_compile_turns_xla_on_for_tensorflow_on_cpu_and_it_trains_the_same(binar
         tf_config.disable_op_determinism()
     vae.compile(optimizer="adam")
     assert vae.jit_compile is True
+    # A layer that declares it cannot be compiled by XLA (supports_jit=False) keeps it off.
+    vae.encoder.get_layer("z_mean").supports_jit = False
+    vae.compile(optimizer="adam")
+    assert vae.jit_compile is False
