@@ -125,6 +125,14 @@ def test_zoo_candidates_quick(tmp_path):
         # ln p(x) >= ELBO: the NLL may exceed the same examples' -ELBO only by MC error.
         same = results.get("nll_examples_neg_elbo", results["test_neg_elbo"])
         assert results["test_nll"] <= same + 4 * results["test_nll_stderr"] + 0.5
+    # A second run into the same folder refuses to replace those files without --overwrite.
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    again = subprocess.run([sys.executable, os.path.join(BENCH, "zoo_candidates.py"), "--quick",
+                            "--out", str(out), "--names", "iwae_mnist_z50"],
+                           capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert again.returncode != 0 and "pass --overwrite" in again.stderr
+    assert hashlib.sha256((out / "iwae_mnist_z50.weights.h5").read_bytes()).hexdigest() \
+        == summary["candidates"]["iwae_mnist_z50"]["sha256"]
     iwae = summary["candidates"]["iwae_mnist_z50"]
     assert iwae["config"]["objective"] == "iwae" and iwae["train"]["monitor"] == "val_loss"
     assert summary["candidates"]["conv_mnist_z32_ema"]["train"]["ema_momentum"] == 0.999
