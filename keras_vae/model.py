@@ -24,6 +24,14 @@ from keras_vae.layers import Sampling
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
+
+
+def monitored_metric(objective):
+    """The validation metric that tracks what `objective` trains, for checkpoints, early
+    stopping and schedules: the -ELBO ("val_neg_elbo", beta-independent unlike val_loss), or
+    for "iwae" the bound itself ("val_loss"): the ELBO of such a model gets worse as the bound
+    improves, so its best epoch by the ELBO is not its best model."""
+    return "val_loss" if objective == "iwae" else "val_neg_elbo"
 DEFAULT_STEPS_PER_EXECUTION = 20
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import keras
 
 from keras_vae import datasets, distribute, plots
-from keras_vae.model import OBJECTIVES, VAE
+from keras_vae.model import OBJECTIVES, VAE, monitored_metric
 
 MODELS = ("kingma-welling", "mlp", "conv")
 DEFAULT_HIDDEN = {"kingma-welling": (500,), "mlp": (512, 256), "conv": (32, 64)}
@@ -47,7 +47,6 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 BACKUP_DIR = "backup"
-MONITOR = "val_neg_elbo"  # beta-independent, unlike val_loss
 STRATEGIES = ("default", "mirrored", "multiworker")
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 
@@ -60,10 +59,8 @@ _OPTION_DEFAULTS = {"objective": "elbo"}
 
 
 def monitor(config):
-    """What checkpoints and early stopping watch: the validation -ELBO, or for a run trained on
-    the importance-weighted bound, that bound (val_loss), whose best epoch is the best model by
-    the objective it trains (the ELBO of such a model gets worse as the bound improves)."""
-    return "val_loss" if config.get("objective", "elbo") == "iwae" else MONITOR
+    """What checkpoints and early stopping of a run watch (`model.monitored_metric`)."""
+    return monitored_metric(config.get("objective", "elbo"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -493,12 +490,13 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
         shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
 
     metrics = evaluate_model(vae, config, "test")
+    watched = monitor(config)
     pictures = draw_pictures(vae, config, run_dir)
     history = read_history(run_dir)
     summary = dict(test=metrics, epochs_trained=len(history.get("epoch", [])),
                    resumed_from_epoch=resumed_from, stopped_early=stopped_early,
-                   best_epoch=(int(np.nanargmin(history[monitor(config)])) + 1
-                               if history.get(monitor(config)) else None),
+                   best_epoch=(int(np.nanargmin(history[watched])) + 1
+                               if history.get(watched) else None),
                    pictures=pictures, seconds=round(time.time() - started, 1))
     write_json(os.path.join(run_dir, SUMMARY_FILE), summary)
     return summary

@@ -171,7 +171,7 @@ _recipe("iwae_mnist_z50", "IWAE-paper MLP (784-200-200-50, tanh, Bernoulli), tra
         "importance-weighted bound (k=50), on binarized MNIST", "mlp",
         {"input_shape": [784], "latent_dim": 50, "hidden_units": [200, 200],
          "activation": "tanh", "objective": "iwae", "num_samples": 50},
-        "binarized_mnist", {**_MNIST_TRAIN, "ema_momentum": 0.999, "monitor": "val_loss"})
+        "binarized_mnist", {**_MNIST_TRAIN, "ema_momentum": 0.999})
 
 # Released weights: what `keras-vae zoo build` measured and wrote (pasted from its output).
 _RELEASED = {
@@ -840,16 +840,16 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
     """Trains a zoo recipe reproducibly, measures it, writes its weight file.
 
     Seeds everything with the recipe's seed and turns on TensorFlow's deterministic ops, so the
-    same command on the same software and hardware writes the same file. Training minimizes
-    the VAE's objective (-ELBO, or the IWAE bound for a config with objective="iwae") with
-    Adam, lowers the learning rate when the monitored validation number stalls if the recipe
-    says so (keys reduce_lr_patience, reduce_lr_factor, min_learning_rate; the entry records
-    the final rate) and stops early on it (restoring the best epoch's weights). That number is
-    the recipe's `monitor`: "val_neg_elbo" by default, "val_loss" (the validation bound) for
-    IWAE recipes. With `ema_momentum` Adam keeps a moving average of the weights (Polyak
-    averaging), which is what is validated, restored and saved. The test numbers use
-    `keras_vae.evaluation` (ELBO with several posterior samples per example,
-    importance-weighted NLL with k samples); the entry records the software and hardware.
+    same command on the same software and hardware writes the same file. Training minimizes the VAE's objective (-ELBO, or the
+    IWAE bound for a config with objective="iwae") with Adam, lowers the learning rate when the
+    monitored validation number stalls if the recipe says so (keys reduce_lr_patience,
+    reduce_lr_factor, min_learning_rate; the entry records the final rate) and stops early on it
+    (restoring the best epoch's weights). That number is `model.monitored_metric` of the
+    config's objective: "val_neg_elbo", or "val_loss" (the validation bound) for IWAE recipes.
+    With `ema_momentum` Adam keeps a moving average of the weights (Polyak averaging), which is
+    what is validated, restored and saved. The test numbers use `keras_vae.evaluation` (ELBO
+    with several posterior samples per example, importance-weighted NLL with k samples); the
+    entry records the software and hardware.
 
     Args:
         name: a registry name (released or not).
@@ -901,9 +901,9 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
     ema = recipe.get("ema_momentum")
     vae.compile(optimizer=keras.optimizers.Adam(recipe["learning_rate"], use_ema=bool(ema),
                                                 ema_momentum=ema or 0.99))
-    # What early stopping and the schedule watch: the validation -ELBO, or for a recipe
-    # trained on the importance-weighted bound, that bound ("val_loss").
-    monitor = recipe.get("monitor", "val_neg_elbo")
+    from keras_vae.model import monitored_metric
+
+    monitor = monitored_metric(entry["config"].get("objective", "elbo"))
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
                                             patience=recipe["patience"],
                                             restore_best_weights=True)
