@@ -839,8 +839,9 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
           time_limit=None, nll_samples=None, nll_examples=None, verbose="auto"):
     """Trains a zoo recipe reproducibly, measures it, writes its weight file.
 
-    Seeds everything with the recipe's seed and turns on TensorFlow's deterministic ops, so the
-    same command on the same software and hardware writes the same file. Training minimizes the VAE's objective (-ELBO, or the
+    Seeds everything with the recipe's seed and turns on TensorFlow's deterministic ops for the
+    build (restoring the process's setting afterwards), so the same command on the same software
+    and hardware writes the same file. Training minimizes the VAE's objective (-ELBO, or the
     IWAE bound for a config with objective="iwae") with Adam, lowers the learning rate when the
     monitored validation number stalls if the recipe says so (keys reduce_lr_patience,
     reduce_lr_factor, min_learning_rate; the entry records the final rate) and stops early on it
@@ -867,6 +868,37 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
         dict: the registry entry (recipe and measured fields: sha256, size_bytes, parameters,
         training, results), JSON-serializable.
     """
+    with _deterministic_ops():
+        return _build(name, data=data, out=out, overwrite=overwrite, max_epochs=max_epochs,
+                      patience=patience, time_limit=time_limit, nll_samples=nll_samples,
+                      nll_examples=nll_examples, verbose=verbose)
+
+
+@contextlib.contextmanager
+def _deterministic_ops():
+    """TensorFlow's deterministic ops for the block (so a build writes the same bits twice),
+    then the setting the process had before: left on, it would also turn off XLA and force
+    deterministic kernels in whatever the caller trains next."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
+
+
+def _build(name, data, out, overwrite, max_epochs, patience, time_limit, nll_samples,
+           nll_examples, verbose):
+    """`build` under deterministic ops (see there)."""
     import keras
 
     entry = _entry(name, released=False)
@@ -893,10 +925,6 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
     train, valid, test = (x.reshape((-1,) + shape) for x in (train, valid, test))
 
     keras.utils.set_random_seed(recipe["seed"])
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     vae = _construct(entry, seed=recipe["seed"], name=name)
     ema = recipe.get("ema_momentum")
     vae.compile(optimizer=keras.optimizers.Adam(recipe["learning_rate"], use_ema=bool(ema),
