@@ -18,6 +18,13 @@ where ../shared/datasets/binarized_mnist.npz exists (for int8 calibration), the 
 zoo ships, conv_mnist_z16 (428k parameters, trained), from this checkout's weights/.
 Results go to benchmarks/results/export_latency[_quick].json. The Keras paths run the bare
 network (logits); the exported graphs add a sigmoid, which only favours Keras.
+
+It also measures what the export's graph rewrites (`exporting._tidy_onnx`) are for, under
+"graph_rewrites": the default conv decoder as tf2onnx writes it against the export's tidied
+graph (interleaved, batch 1 and 256), and lone 3x3 convolutions on 28x28 maps (32 channels to
+1, 2, 3, 4, 8 and 16, and a few with fewer input channels) as onnxruntime's Conv against the
+equal ConvTranspose with the flipped kernel, which the export substitutes where
+exporting._conv_as_transpose_pays.
 """
 
 import argparse
@@ -148,6 +155,81 @@ def bench_model(label, vae, quick, out_root, data=None):
     return result
 
 
+# (in, out) channels of the lone convolutions timed as Conv and as ConvTranspose: the decoder's
+# last layer (32 -> 1) and its neighbours, and few input channels, where the rewrite can lose.
+CONV_CHANNELS = ((32, 1), (32, 2), (32, 3), (32, 4), (32, 8), (32, 16),
+                 (4, 1), (4, 4), (8, 1), (16, 2), (16, 4))
+
+
+def graph_rewrites(vae, quick):
+    """The export's tidied ONNX decoder against tf2onnx's own graph, and Conv against the
+    equal ConvTranspose for few output channels, timed in onnxruntime (default threads)."""
+    import onnx
+    import onnxruntime as ort
+    import tf2onnx
+
+    from keras_vae import exporting
+
+    def session(model):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+
+    rounds, min_seconds, min_calls = (2, 0.02, 3) if quick else (7, 0.25, 20)
+    rng = np.random.default_rng(0)
+    graphs = exporting._Graphs(vae)
+    raw, _ = tf2onnx.convert.from_function(graphs.tf_function("decoder"),
+                                           input_signature=[graphs.specs["decoder"]], opset=17)
+    tidied = exporting._tidy_onnx(onnx.ModelProto.FromString(raw.SerializeToString()))
+    decoders = {"tf2onnx": session(raw), "export": session(tidied)}
+    result = {"decoder": {name: {"ops": [n.op_type for n in model.graph.node]}
+                          for name, model in (("tf2onnx", raw), ("export", tidied))}}
+    for batch in (1, 32 if quick else 256):
+        z = rng.standard_normal((batch, vae.latent_dim)).astype("float32")
+        times = {name: [] for name in decoders}
+        for _ in range(rounds):
+            for name, sess in decoders.items():
+                times[name].append(timed(lambda: sess.run(None, {"z": z}), min_seconds,
+                                         min_calls if batch == 1 else 3))
+        for name in decoders:
+            result["decoder"][name][f"batch{batch}_ms"] = statistics.median(times[name]) * 1e3
+
+    size = 8 if quick else 28
+    result["conv_vs_conv_transpose"] = rows = []
+    for in_channels, out_channels in CONV_CHANNELS:
+        weight = rng.standard_normal((out_channels, in_channels, 3, 3)).astype("float32")
+        node = onnx.helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3],
+                                     pads=[1, 1, 1, 1])
+        graph = onnx.helper.make_graph(
+            [node], "conv", [onnx.helper.make_tensor_value_info(
+                "x", onnx.TensorProto.FLOAT, ["batch", in_channels, size, size])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT,
+                                                ["batch", out_channels, size, size])],
+            [onnx.numpy_helper.from_array(weight, "w"),
+             onnx.numpy_helper.from_array(np.zeros(out_channels, "float32") + 0.1, "b")])
+        conv = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        # rewritten at every width, to time it where the export does not apply it too
+        flipped = exporting._tidy_onnx(onnx.ModelProto.FromString(conv.SerializeToString()),
+                                       conv_as_transpose=lambda out, inp: True)
+        by_export = exporting._tidy_onnx(onnx.ModelProto.FromString(conv.SerializeToString()))
+        sessions = {"conv": session(conv), "conv_transpose": session(flipped)}
+        row = {"out_channels": out_channels, "in_channels": in_channels, "size": size,
+               "rewritten_by_export": by_export.graph.node[0].op_type == "ConvTranspose"}
+        for batch in (1, 64):
+            x = rng.standard_normal((batch, in_channels, size, size)).astype("float32")
+            got = [s.run(None, {"x": x})[0] for s in sessions.values()]
+            row[f"batch{batch}_max_abs_diff"] = float(np.abs(got[0] - got[1]).max())
+            for name, sess in sessions.items():
+                row[f"batch{batch}_{name}_us"] = statistics.median(
+                    timed(lambda: sess.run(None, {"x": x}), min_seconds / 2, 10)
+                    for _ in range(3)) * 1e6
+            row[f"batch{batch}_speedup"] = row[f"batch{batch}_conv_us"] / row[
+                f"batch{batch}_conv_transpose_us"]
+        rows.append(row)
+    return result
+
+
 def trained_like(vae, seed=0):
     """Non-zero biases, as a trained model has: tf2onnx folds away an Add of zeros, which would
     flatter the ONNX graphs of a freshly initialized model."""
@@ -155,6 +237,7 @@ def trained_like(vae, seed=0):
     for variable in vae.weights:
         if variable.path.endswith("bias"):
             variable.assign(0.01 * rng.standard_normal(variable.shape).astype("float32"))
+    return vae
 
 
 def print_table(label, result):
@@ -179,7 +262,18 @@ def main(argv=None):
     parser.add_argument("--out", help="JSON file (default benchmarks/results/"
                                       "export_latency[_quick].json)")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:  # the exports and the zoo model's cache
+        results = run(args.quick, Path(tmp))
+    out = Path(args.out) if args.out else (Path(__file__).parent / "results" / (
+        "export_latency_quick.json" if args.quick else "export_latency.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return results
 
+
+def run(quick, tmp):
+    """Exports every model under tmp and times each runner; returns the results dict."""
     import keras
     import onnxruntime as ort
     import tensorflow as tf
@@ -187,25 +281,25 @@ def main(argv=None):
     import keras_vae as kv
 
     keras.utils.set_random_seed(0)
-    if args.quick:
+    if quick:
         models = {"kingma_welling_tiny": kv.VAE.kingma_welling(64, 4, hidden_units=32)}
     else:
         models = {"kingma_welling_784_500_20": kv.VAE.kingma_welling(784, 20),
                   "conv_28x28_16": kv.VAE.conv((28, 28, 1), 16)}
     for vae in models.values():
         trained_like(vae)
-    zoo_tmp, data = tempfile.TemporaryDirectory(), {}
+    data = {}
     mnist = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "binarized_mnist.npz"
-    if not args.quick and mnist.is_file():
+    if not quick and mnist.is_file():
         # The conv model the zoo ships (trained weights, from this checkout's weights/ folder);
         # its int8 variants need real images to calibrate on (without, the export refuses them).
         models["zoo_conv_mnist_z16"] = kv.zoo.load(
             "conv_mnist_z16", base_url=str(Path(__file__).resolve().parents[1] / "weights"),
-            cache_dir=zoo_tmp.name, verbose=False)
+            cache_dir=str(tmp / "zoo_cache"), verbose=False)
         valid = kv.zoo.load_data("binarized_mnist", str(mnist))[1]
         data["zoo_conv_mnist_z16"] = valid[:2000].reshape(-1, 28, 28, 1)
     results = {
-        "benchmark": "export_latency", "quick": args.quick,
+        "benchmark": "export_latency", "quick": quick,
         "machine": {"platform": platform.platform(), "processor": cpu_model(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": list(os.getloadavg())},
@@ -217,18 +311,23 @@ def main(argv=None):
                 "Add of zeros); ratios are to the reloaded SavedModel measured in the same run",
         "models": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, vae in models.items():
-            results["models"][label] = bench_model(label, vae, args.quick, Path(tmp),
-                                                   data.get(label))
-            print_table(label, results["models"][label])
-    zoo_tmp.cleanup()
+    for label, vae in models.items():
+        results["models"][label] = bench_model(label, vae, quick, tmp / "exports",
+                                               data.get(label))
+        print_table(label, results["models"][label])
+    conv = models.get("conv_28x28_16") or trained_like(
+        kv.VAE.conv((8, 8, 1), 4, filters=(8, 16), dense_units=8))
+    results["graph_rewrites"] = rewrites = graph_rewrites(conv, quick)
+    big = 32 if quick else 256
+    print(f"\nthe conv decoder in onnxruntime, ms at batch 1 / {big}: " + ", ".join(
+        f"{name} {row['batch1_ms']:.3f} / {row[f'batch{big}_ms']:.3f}"
+        for name, row in rewrites["decoder"].items()))
+    for row in rewrites["conv_vs_conv_transpose"]:
+        print(f"  3x3 conv {row['in_channels']:2d} -> {row['out_channels']:2d} channels: Conv "
+              f"{row['batch1_conv_us']:.1f} us, as ConvTranspose "
+              f"{row['batch1_conv_transpose_us']:.1f} us ({row['batch1_speedup']:.2f}x; "
+              f"batch 64: {row['batch64_speedup']:.2f}x)")
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
-    out = Path(args.out) if args.out else (Path(__file__).parent / "results" / (
-        "export_latency_quick.json" if args.quick else "export_latency.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out}")
     return results
 
 

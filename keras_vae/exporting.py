@@ -339,18 +339,34 @@ def _to_onnx(graphs, component, opset):
 _ELEMENTWISE = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus", "Identity"}
 
 
-def _tidy_onnx(model):
-    """Two exact rewrites of tf2onnx's output that onnxruntime does not do itself.
+def _conv_as_transpose_pays(out_channels, in_channels):
+    """Whether onnxruntime's CPU ConvTranspose computes a stride-1 convolution faster than its
+    Conv does. Measured by benchmarks/export_latency.py ("graph_rewrites"; README, Export) for
+    3x3 kernels on 28x28 maps on an AVX-512 CPU: 1.15-3.5x faster at batch 1 and 64 with at
+    most 4 output channels and at least 8 input channels per output channel; with fewer input
+    channels ConvTranspose's col2im step can cost more than Conv's padded channel block
+    wastes (4 -> 4 channels: 0.22x at batch 64), and from 8 output channels on Conv wastes
+    little or nothing."""
+    return out_channels <= 4 and in_channels >= 8 * out_channels
+
+
+def _tidy_onnx(model, conv_as_transpose=_conv_as_transpose_pays):
+    """Three exact rewrites of tf2onnx's output that onnxruntime does not do itself.
 
     A decoder that projects z to an NHWC feature map (Dense -> Reshape (h, w, c)) gets a
     Transpose to NCHW before its first convolution: it is folded into the projection's
-    weights (their columns permuted), so the Reshape yields NCHW directly. And an
-    elementwise op on an output's pre-Reshape tensor (the sigmoid that turns x_logits into
-    x_mean) is moved after the Reshape, onto the output itself. Each saves an op per call
-    (~4% of the conv decoder's batch-1 latency, benchmarks/README.md); the export's parity
-    check covers both.
+    weights (their columns permuted), so the Reshape yields NCHW directly. An elementwise op
+    on an output's pre-Reshape tensor (the sigmoid that turns x_logits into x_mean) is moved
+    after the Reshape, onto the output itself. Each saves an op per call (together ~4% of
+    the conv decoder's batch-1 latency). And a stride-1 convolution to a few channels (a
+    decoder's last, to 1 or 3 image channels) becomes the ConvTranspose with the flipped
+    kernel that computes the same map: onnxruntime's CPU Conv works on blocks of 8 (AVX2) or
+    16 (AVX-512) output channels (NCHWc) and costs as much for 1 channel as for a full block,
+    whereas its ConvTranspose is one GEMM sized by the channels there are; it is done where
+    `conv_as_transpose(out_channels, in_channels)` says that pays (16-21% of the default conv
+    decoder's batch-1 latency). The export's parity check covers all three.
     """
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -422,6 +438,27 @@ def _tidy_onnx(model):
         graph.node.remove(reshape)
         op.input[0], op.output[0] = twin.output[0], reshape.output[0]
         graph.node.append(op)  # after its new input's producer: the order stays topological
+
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        weight = const(conv.input[1])  # (out channels, in channels, kh, kw)
+        if weight is None or weight.ndim != 4 or not conv_as_transpose(*weight.shape[:2]):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        kh, kw = weight.shape[2:]
+        top, left, bottom, right = attrs.get("pads", (0, 0, 0, 0))
+        # y[o] = sum_j x[o + j - pad] w[j] is a transposed convolution of x with the flipped
+        # kernel and padding k - 1 - pad on each side (same output size).
+        pads = [kh - 1 - top, kw - 1 - left, kh - 1 - bottom, kw - 1 - right]
+        if attrs.get("group", 1) != 1 or set(attrs.get("strides", [1])) != {1} \
+                or set(attrs.get("dilations", [1])) != {1} or min(pads) < 0 \
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        conv.input[1] = set_const(conv.input[1], weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        conv.op_type = "ConvTranspose"
+        del conv.attribute[:]
+        conv.attribute.extend([helper.make_attribute("kernel_shape", [kh, kw]),
+                               helper.make_attribute("pads", pads),
+                               helper.make_attribute("strides", [1, 1])])
     unused = replaced - {x for n in graph.node for x in n.input}
     for init in [i for i in graph.initializer if i.name in unused]:
         graph.initializer.remove(init)

@@ -159,11 +159,12 @@ def test_onnx_names_dynamic_batch_and_parity(name, models, exported):
 
 
 def test_conv_decoder_onnx_is_tidied(models, exported):
-    """tf2onnx's NHWC->NCHW Transpose is folded into the projection weights and the sigmoid
-    reads x_logits (one Reshape less); the fp32 parity above holds with both rewrites."""
+    """tf2onnx's NHWC->NCHW Transpose is folded into the projection weights, the sigmoid
+    reads x_logits (one Reshape less) and the last convolution (to 1 channel) is a
+    ConvTranspose; the fp32 parity above holds with all three rewrites."""
     model = onnx.load(str(exported["conv"] / "decoder.onnx"))
     ops = [n.op_type for n in model.graph.node]
-    assert "Transpose" not in ops and ops.count("ConvTranspose") == 2
+    assert "Transpose" not in ops and "Conv" not in ops and ops.count("ConvTranspose") == 3
     sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid")
     assert list(sigmoid.input) == ["x_logits"] and list(sigmoid.output) == ["x_mean"]
     # tf2onnx's own graph had both, and computes the same as the tidied one
@@ -172,7 +173,7 @@ def test_conv_decoder_onnx_is_tidied(models, exported):
     raw, _ = tf2onnx.convert.from_function(graphs.tf_function("decoder"),
                                            input_signature=[graphs.specs["decoder"]], opset=17)
     raw_ops = [n.op_type for n in raw.graph.node]
-    assert "Transpose" in raw_ops and len(raw_ops) == len(ops) + 2
+    assert "Transpose" in raw_ops and len(raw_ops) == len(ops) + 2 and "Conv" in raw_ops
     z = _inputs(vae, x, "decoder", 64)
     tidy = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     untidy = ort.InferenceSession(raw.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -182,6 +183,57 @@ def test_conv_decoder_onnx_is_tidied(models, exported):
     for variant in ("decoder.fp16.onnx", "decoder.int8.onnx"):
         assert "Transpose" not in {n.op_type for n in onnx.load(
             str(exported["conv"] / variant)).graph.node}
+
+
+def _conv_graph(weight, bias, **attributes):
+    """A one-node ONNX model: Conv of an NCHW input x with the given weight and bias."""
+    node = onnx.helper.make_node("Conv", ["x", "w", "b"], ["y"], **attributes)
+    graph = onnx.helper.make_graph(
+        [node], "conv", [onnx.helper.make_tensor_value_info(
+            "x", onnx.TensorProto.FLOAT,
+            ["batch", weight.shape[1] * attributes.get("group", 1), None, None])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT,
+                                            ["batch", weight.shape[0], None, None])],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(bias, "b")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("out_channels, kernel, pads", [
+    (1, (3, 3), (1, 1, 1, 1)), (3, (3, 5), (0, 2, 2, 1)), (2, (2, 2), (0, 0, 1, 1)),
+    (4, (1, 1), (0, 0, 0, 0))])
+def test_few_channel_conv_becomes_an_equal_conv_transpose(out_channels, kernel, pads):
+    """The rewrite is exact for any kernel and (asymmetric) padding: the ConvTranspose matches
+    onnxruntime's own Conv, and a direct NumPy convolution, on random inputs."""
+    rng = np.random.default_rng(0)
+    in_channels = 8 * out_channels  # where the rewrite pays
+    weight = rng.standard_normal((out_channels, in_channels) + kernel).astype("float32")
+    bias = rng.standard_normal(out_channels).astype("float32")
+    conv = _conv_graph(weight, bias, kernel_shape=list(kernel), pads=list(pads))
+    tidied = exporting._tidy_onnx(_conv_graph(weight, bias, kernel_shape=list(kernel),
+                                              pads=list(pads)))
+    assert [n.op_type for n in tidied.graph.node] == ["ConvTranspose"]
+    onnx.checker.check_model(tidied, full_check=True)
+    x = rng.standard_normal((3, in_channels, 9, 7)).astype("float32")
+    padded = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    out_h, out_w = padded.shape[2] - kernel[0] + 1, padded.shape[3] - kernel[1] + 1
+    want = np.einsum("nchwij,ocij->nohw", np.lib.stride_tricks.sliding_window_view(
+        padded, kernel, axis=(2, 3))[:, :, :out_h, :out_w], weight) + bias[:, None, None]
+    for model in (conv, tidied):
+        got = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attributes, shape", [
+    ({"strides": [2, 2]}, (1, 8)), ({"dilations": [2, 2]}, (1, 8)), ({"group": 8}, (8, 1)),
+    ({"auto_pad": "SAME_UPPER"}, (1, 8)),
+    ({}, (3, 16)), ({}, (8, 64))])  # fewer than 8 inputs per output, or too many outputs
+def test_conv_the_rewrite_cannot_express_or_would_slow_is_left_alone(attributes, shape):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal(shape + (3, 3)).astype("float32")
+    model = exporting._tidy_onnx(_conv_graph(weight, np.zeros(len(weight), "float32"),
+                                             kernel_shape=[3, 3], **attributes))
+    assert [n.op_type for n in model.graph.node] == ["Conv"]
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -474,3 +526,17 @@ def test_latency_benchmark_quick_runs_and_reports_ratios(tmp_path):
             assert row["batch1_latency_ms"] > 0
             ratio = rows["saved_model"]["batch1_latency_ms"] / row["batch1_latency_ms"]
             assert row["batch1_speedup_vs_saved_model"] == pytest.approx(ratio)
+    # the rewrites' own measurements: tf2onnx's conv decoder graph against the export's, and
+    # Conv against the equal ConvTranspose (both computing the same outputs)
+    rewrites = results["graph_rewrites"]
+    assert "Conv" in rewrites["decoder"]["tf2onnx"]["ops"]
+    assert "Conv" not in rewrites["decoder"]["export"]["ops"]
+    rows = rewrites["conv_vs_conv_transpose"]  # both sides of the rule are measured
+    assert {True, False} == {row["rewritten_by_export"] for row in rows}
+    assert (32, 1) in {(row["in_channels"], row["out_channels"]) for row in rows}
+    for row in rows:
+        assert row["batch1_max_abs_diff"] < 1e-4 and row["batch64_max_abs_diff"] < 1e-4
+        assert row["rewritten_by_export"] == exporting._conv_as_transpose_pays(
+            row["out_channels"], row["in_channels"])
+        assert row["batch1_speedup"] == pytest.approx(
+            row["batch1_conv_us"] / row["batch1_conv_transpose_us"])
