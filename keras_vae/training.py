@@ -58,9 +58,14 @@ RUN_OPTIONS = ("dataset", "data_dir", "model", "latent_dim", "hidden_units", "li
 _OPTION_DEFAULTS = {"objective": "elbo"}
 
 
+def _option(config, name):
+    """config[name], or what a run config written before the option existed means by it."""
+    return config.get(name, _OPTION_DEFAULTS.get(name))
+
+
 def monitor(config):
     """What checkpoints and early stopping of a run watch (`model.monitored_metric`)."""
-    return monitored_metric(config.get("objective", "elbo"))
+    return monitored_metric(_option(config, "objective"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -174,7 +179,7 @@ def check_config(config):
         raise ValueError(f"Unknown --model {config['model']!r}: expected one of {MODELS}.")
     for name in ("latent_dim", "epochs", "batch_size", "num_samples"):
         _positive(name, config[name])
-    if config.get("objective", "elbo") not in OBJECTIVES:
+    if _option(config, "objective") not in OBJECTIVES:
         raise ValueError(f"Unknown --objective {config['objective']!r}: expected one of "
                          f"{OBJECTIVES}.")
     _positive("lr", config["lr"], float)
@@ -223,7 +228,7 @@ def build_model(config):
     common = dict(latent_dim=config["latent_dim"], likelihood=config["likelihood"],
                   posterior=config["posterior"], num_samples=config["num_samples"],
                   beta=config["beta"], seed=config["seed"],
-                  objective=config.get("objective", "elbo"))
+                  objective=_option(config, "objective"))
     input_shape = tuple(config["input_shape"])
     if config["model"] == "kingma-welling":
         if len(hidden) != 1:
@@ -367,10 +372,9 @@ def prepare_run_dir(run_dir, config, overwrite=False):
             shutil.rmtree(run_dir)
         else:
             old = read_json(config_path)
-            changed = [k for k in RUN_OPTIONS
-                       if old.get(k, _OPTION_DEFAULTS.get(k)) != config.get(k)]
+            changed = [k for k in RUN_OPTIONS if _option(old, k) != config.get(k)]
             if changed:
-                details = ", ".join(f"{k}: {old.get(k, _OPTION_DEFAULTS.get(k))!r} -> "
+                details = ", ".join(f"{k}: {_option(old, k)!r} -> "
                                     f"{config.get(k)!r}" for k in changed)
                 raise FileExistsError(
                     f"{run_dir} holds a run with other options ({details}). Choose another "
