@@ -23,15 +23,17 @@ from keras_vae import distributions, networks
 from keras_vae.layers import Sampling
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "iwae", "iwae_dreg")
 
 
 def monitored_metric(objective):
     """The validation metric that tracks what `objective` trains, for checkpoints, early
     stopping and schedules: the -ELBO ("val_neg_elbo", beta-independent unlike val_loss), or
-    for "iwae" the bound itself ("val_loss"): the ELBO of such a model gets worse as the bound
-    improves, so its best epoch by the ELBO is not its best model."""
-    return "val_loss" if objective == "iwae" else "val_neg_elbo"
+    for the IWAE objectives the bound itself ("val_loss"): the ELBO of such a model gets worse
+    as the bound improves, so its best epoch by the ELBO is not its best model."""
+    return "val_neg_elbo" if objective == "elbo" else "val_loss"
+
+
 DEFAULT_STEPS_PER_EXECUTION = 20
 
 
@@ -93,8 +95,16 @@ class VAE(keras.Model):
             k = `num_samples`, -ln (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) (THEORY, "Beyond the
             notes"), one `add_loss` term: as tight as the ELBO at k = 1 (equal in expectation)
             and tighter as k grows, which trains models of higher likelihood. `beta` then
-            weights ln p(z) - ln q(z|x) inside the bound. The reported `reconstruction`, `kl`
-            and `neg_elbo` metrics are the ELBO's either way; `loss` is the bound.
+            weights ln p(z) - ln q(z|x) inside the bound. "iwae_dreg": the same bound (same
+            loss values) with the doubly reparameterized gradient of Tucker et al. (2018) for
+            the encoder: unbiased like the plain one, but without its score-function term,
+            the noise that drowns the encoder's gradient as k grows and q nears the
+            posterior (Rainforth et al. 2018); with the exact posterior the encoder's
+            gradient is exactly zero (far from the posterior it can be the noisier one). The
+            decoder's gradient is the plain one. It decodes the k samples twice (once with z
+            held fixed, for the decoder's gradient), so a step costs more.
+            The reported `reconstruction`, `kl` and `neg_elbo` metrics are the ELBO's
+            either way; `loss` is the bound.
         decoder_variance: Gaussian likelihood only: "learned" (a trainable per-feature
             log-variance) or a positive float (a fixed variance for every feature).
         seed: seed of the sampling noise.
@@ -111,7 +121,8 @@ class VAE(keras.Model):
         if objective not in OBJECTIVES:
             raise ValueError(f"Unknown objective {objective!r}: expected one of {OBJECTIVES} "
                              "('elbo' for the ELBO, 'iwae' for the importance-weighted bound "
-                             "with k = num_samples).")
+                             "with k = num_samples, 'iwae_dreg' for that bound with "
+                             "doubly reparameterized encoder gradients).")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1 (L in THEORY eq [7]), "
                              f"got {num_samples!r}.")
@@ -274,13 +285,45 @@ class VAE(keras.Model):
         if self.objective == "elbo":
             self.add_loss(ops.mean(reconstruction))
             self.add_loss(self.beta * ops.mean(kl))
-        else:  # ln (1/k) sum_i w_i, w_i = p(x|z_i) p(z_i) / q(z_i|x), computed in log space
+        elif self.objective == "iwae":  # ln (1/k) sum_i w_i, w_i = p(x|z_i) p(z_i) / q(z_i|x)
             log_ratio = (distributions.standard_normal_log_density(z)
                          - self.posterior_log_density(z, z_mean, z_scale))  # (L, B)
             bound = (ops.logsumexp(log_lik_samples + self.beta * log_ratio, axis=0)
                      - math.log(num_samples))
             self.add_loss(-ops.mean(bound))
+        else:
+            self.add_loss(-ops.mean(self._dreg_surrogate(x, z, z_mean, z_scale,
+                                                         log_lik_samples, training)))
         return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
+
+    def _dreg_surrogate(self, x, z, z_mean, z_scale, log_lik, training):
+        """Per example (B,): the IWAE bound's value, with the doubly reparameterized gradient.
+
+        With ln w_i = ln p(x|z_i) + beta (ln p(z_i) - ln q(z_i|x)), z_i = mu + sigma eps_i and
+        normalized weights v_i = w_i / sum_j w_j, the bound's gradient is sum_i v_i d ln w_i.
+        For the decoder that is kept. For the encoder it splits into the path through z_i and
+        the score term -beta sum_i v_i d ln q(z_i)/d phi at fixed z_i, whose expectation is
+        -beta sum_i (v_i - v_i^2) (d ln w_i/d z_i)(d z_i/d phi) (reparameterizing it, as
+        Tucker et al. 2018 do for beta = 1). So the encoder gets sum_i c_i (d ln w_i/d z_i)
+        (d z_i/d phi), c_i = (1 - beta) v_i + beta v_i^2: only the path through z, with q's
+        parameters held fixed inside ln q. A decoder pass at z held fixed gives the decoder
+        the rest of its weight, v_i - c_i.
+        """
+        stop = ops.stop_gradient
+        num_samples = self.num_samples
+        log_w = log_lik + self.beta * (  # q's parameters held fixed: only z carries phi
+            distributions.standard_normal_log_density(z)
+            - self.posterior_log_density(z, stop(z_mean), stop(z_scale)))  # (L, B)
+        log_sum = ops.logsumexp(log_w, axis=0)
+        weights = stop(ops.exp(log_w - log_sum))
+        coefficients = (1.0 - self.beta) * weights + self.beta * ops.square(weights)
+        fixed = self.decoder(stop(ops.reshape(z, (-1, self.latent_dim))), training=training)
+        fixed = ops.reshape(ops.cast(fixed, "float32"), (num_samples, -1) + self.input_shape_)
+        log_lik_fixed_z = self.log_likelihood_given(x, fixed)  # decoder weights only
+        surrogate = ops.sum(coefficients * log_w + (weights - coefficients) * log_lik_fixed_z,
+                            axis=0)
+        bound = log_sum - math.log(num_samples)
+        return stop(bound) + surrogate - stop(surrogate)
 
     def compile(self, *args, steps_per_execution=None, jit_compile="auto", **kwargs):
         """`keras.Model.compile` with two defaults changed for speed (benchmarks/README.md).

@@ -695,7 +695,8 @@ def add_commands(subparsers):
                    help="Monte Carlo samples of z per example")
     p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
                    help="train on the ELBO, or on the importance-weighted bound (Burda et al.) "
-                        "with k = --num-samples")
+                        "with k = --num-samples; iwae_dreg: that bound with doubly "
+                        "reparameterized encoder gradients (Tucker et al.)")
     p.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
     p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
