@@ -845,8 +845,8 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
     IWAE bound for a config with objective "iwae" or "iwae_dreg") with Adam, lowers the
     learning rate when the monitored validation number stalls if the recipe says so (keys
     reduce_lr_patience, reduce_lr_factor, min_learning_rate; the entry records the final rate)
-    and stops early on it (restoring the best epoch's weights). That number is `model.monitored_metric` of the
-    config's objective: "val_neg_elbo", or "val_loss" (the validation bound) for IWAE recipes.
+    and stops early on it (restoring the best epoch's weights). That number is
+    `model.monitored_metric` of the config's objective: "val_neg_elbo", or "val_loss" (the validation bound) for IWAE recipes.
     With `ema_momentum` Adam keeps a moving average of the weights (Polyak averaging), which is
     what is validated, restored and saved. The test numbers use `keras_vae.evaluation` (ELBO
     with several posterior samples per example, importance-weighted NLL with k samples); the
