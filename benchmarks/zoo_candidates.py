@@ -24,7 +24,8 @@ Backend-agnostic (Keras 3): on a machine without TensorFlow run it with KERAS_BA
         --out runs/candidates --time-limit 270
     python benchmarks/zoo_candidates.py --quick --out /tmp/q     # seconds, synthetic data
 
-Results of the two runs on one NVIDIA H200: benchmarks/results/zoo_candidates_h200.json,
+Results of the two runs on one NVIDIA H200: benchmarks/results/zoo_candidates_h200.json; of the
+DReG comparison on 2 CPU cores: benchmarks/results/zoo_candidates_cpu_dreg.json; both
 summarized in benchmarks/README.md.
 """
 
