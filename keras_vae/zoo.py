@@ -846,9 +846,9 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
     learning rate when the monitored validation number stalls if the recipe says so (keys
     reduce_lr_patience, reduce_lr_factor, min_learning_rate; the entry records the final rate)
     and stops early on it (restoring the best epoch's weights). That number is
-    `model.monitored_metric` of the config's objective: "val_neg_elbo", or "val_loss" (the validation bound) for IWAE recipes.
-    With `ema_momentum` Adam keeps a moving average of the weights (Polyak averaging), which is
-    what is validated, restored and saved. The test numbers use `keras_vae.evaluation` (ELBO
+    `model.monitored_metric` of the model's objective: "val_neg_elbo", or "val_loss" (the
+    validation bound) for IWAE recipes. With `ema_momentum` Adam keeps a moving average of the
+    weights (Polyak averaging), which is what is validated, restored and saved. The test numbers use `keras_vae.evaluation` (ELBO
     with several posterior samples per example, importance-weighted NLL with k samples); the
     entry records the software and hardware.
 
@@ -931,7 +931,7 @@ def _build(name, data, out, overwrite, max_epochs, patience, time_limit, nll_sam
                                                 ema_momentum=ema or 0.99))
     from keras_vae.model import monitored_metric
 
-    monitor = monitored_metric(entry["config"].get("objective", "elbo"))
+    monitor = monitored_metric(vae.objective)
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
                                             patience=recipe["patience"],
                                             restore_best_weights=True)
