@@ -848,9 +848,9 @@ def build(name, data=None, out="weights", overwrite=False, max_epochs=None, pati
     and stops early on it (restoring the best epoch's weights). That number is
     `model.monitored_metric` of the model's objective: "val_neg_elbo", or "val_loss" (the
     validation bound) for IWAE recipes. With `ema_momentum` Adam keeps a moving average of the
-    weights (Polyak averaging), which is what is validated, restored and saved. The test numbers use `keras_vae.evaluation` (ELBO
-    with several posterior samples per example, importance-weighted NLL with k samples); the
-    entry records the software and hardware.
+    weights (Polyak averaging), which is what is validated, restored and saved. The test
+    numbers use `keras_vae.evaluation` (ELBO with several posterior samples per example,
+    importance-weighted NLL with k samples); the entry records the software and hardware.
 
     Args:
         name: a registry name (released or not).
