@@ -275,8 +275,7 @@ class VAE(keras.Model):
             x_mean = self.mean_from_params(params)
         else:
             z = self.sampling([z_mean, z_scale], num_samples=num_samples)  # (L, B, K)
-            params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
-            params = ops.reshape(ops.cast(params, "float32"), (num_samples, -1) + self.input_shape_)
+            params = self._decode_samples(z, training)
             log_lik_samples = self.log_likelihood_given(x, params)  # (L, B)
             log_lik = ops.mean(log_lik_samples, axis=0)  # eq [7]
             x_mean = ops.mean(self.mean_from_params(params), axis=0)
@@ -285,19 +284,30 @@ class VAE(keras.Model):
         if self.objective == "elbo":
             self.add_loss(ops.mean(reconstruction))
             self.add_loss(self.beta * ops.mean(kl))
-        elif self.objective == "iwae":  # ln (1/k) sum_i w_i, w_i = p(x|z_i) p(z_i) / q(z_i|x)
-            log_ratio = (distributions.standard_normal_log_density(z)
-                         - self.posterior_log_density(z, z_mean, z_scale))  # (L, B)
-            bound = (ops.logsumexp(log_lik_samples + self.beta * log_ratio, axis=0)
-                     - math.log(num_samples))
+        else:  # ln (1/k) sum_i w_i, w_i = p(x|z_i) p(z_i) / q(z_i|x), computed in log space
+            dreg = self.objective == "iwae_dreg"
+            # DReG holds q's parameters fixed inside ln q: only z carries the encoder's gradient
+            q_mean, q_scale = ((ops.stop_gradient(z_mean), ops.stop_gradient(z_scale)) if dreg
+                               else (z_mean, z_scale))
+            log_w = log_lik_samples + self.beta * (
+                distributions.standard_normal_log_density(z)
+                - self.posterior_log_density(z, q_mean, q_scale))  # (L, B)
+            log_sum = ops.logsumexp(log_w, axis=0)
+            bound = log_sum - math.log(num_samples)
+            if dreg:
+                bound = self._with_dreg_gradient(bound, log_w, log_sum, x, z, training)
             self.add_loss(-ops.mean(bound))
-        else:
-            self.add_loss(-ops.mean(self._dreg_surrogate(x, z, z_mean, z_scale,
-                                                         log_lik_samples, training)))
         return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
 
-    def _dreg_surrogate(self, x, z, z_mean, z_scale, log_lik, training):
-        """Per example (B,): the IWAE bound's value, with the doubly reparameterized gradient.
+    def _decode_samples(self, z, training):
+        """The decoder's outputs for the samples z (L, B, K), float32 (L, B, *input_shape)."""
+        params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
+        return ops.reshape(ops.cast(params, "float32"),
+                           (self.num_samples, -1) + self.input_shape_)
+
+    def _with_dreg_gradient(self, bound, log_w, log_sum, x, z, training):
+        """The IWAE bound per example (B,), its value kept, with the doubly reparameterized
+        gradient. `log_w` (L, B) must hold q's parameters fixed inside ln q.
 
         With ln w_i = ln p(x|z_i) + beta (ln p(z_i) - ln q(z_i|x)), z_i = mu + sigma eps_i and
         normalized weights v_i = w_i / sum_j w_j, the bound's gradient is sum_i v_i d ln w_i.
@@ -310,19 +320,12 @@ class VAE(keras.Model):
         the rest of its weight, v_i - c_i.
         """
         stop = ops.stop_gradient
-        num_samples = self.num_samples
-        log_w = log_lik + self.beta * (  # q's parameters held fixed: only z carries phi
-            distributions.standard_normal_log_density(z)
-            - self.posterior_log_density(z, stop(z_mean), stop(z_scale)))  # (L, B)
-        log_sum = ops.logsumexp(log_w, axis=0)
         weights = stop(ops.exp(log_w - log_sum))
         coefficients = (1.0 - self.beta) * weights + self.beta * ops.square(weights)
-        fixed = self.decoder(stop(ops.reshape(z, (-1, self.latent_dim))), training=training)
-        fixed = ops.reshape(ops.cast(fixed, "float32"), (num_samples, -1) + self.input_shape_)
-        log_lik_fixed_z = self.log_likelihood_given(x, fixed)  # decoder weights only
+        log_lik_fixed_z = self.log_likelihood_given(  # decoder weights only
+            x, self._decode_samples(stop(z), training))
         surrogate = ops.sum(coefficients * log_w + (weights - coefficients) * log_lik_fixed_z,
                             axis=0)
-        bound = log_sum - math.log(num_samples)
         return stop(bound) + surrogate - stop(surrogate)
 
     def compile(self, *args, steps_per_execution=None, jit_compile="auto", **kwargs):
