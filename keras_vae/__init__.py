@@ -17,7 +17,7 @@ from keras_vae.distributions import (
     kl_to_standard_normal,
     kl_to_standard_normal_tril,
 )
-from keras_vae.layers import Sampling, ScaleTril
+from keras_vae.layers import MaskedConv2D, Sampling, ScaleTril
 from keras_vae.model import VAE
 from keras_vae.training import KLWarmup, ResumableEarlyStopping, StopOnNaN
 
@@ -25,6 +25,7 @@ __all__ = [
     "VAE",
     "export",
     "Sampling",
+    "MaskedConv2D",
     "ScaleTril",
     "networks",
     "datasets",

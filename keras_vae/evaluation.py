@@ -33,6 +33,7 @@ import keras
 from keras import ops
 
 from keras_vae import distributions
+from keras_vae.model import decode_samples
 
 __all__ = [
     "ELBO",
@@ -73,7 +74,6 @@ def _chunk_fn(vae):
     lse (B,): logsumexp over the first `valid` of S importance log-weights;
     sum_loglik (B,): sum over those samples of ln p(x|z); kl (B,): closed-form KL.
     """
-    latent_dim = vae.latent_dim
     diagonal = vae.posterior == "diagonal"
 
     def chunk(x, seed_generator, num_samples, valid):
@@ -89,7 +89,7 @@ def _chunk_fn(vae):
             log_det = ops.sum(ops.log(ops.diagonal(z_scale, axis1=-2, axis2=-1)), axis=-1)
         log_q = distributions.standard_normal_log_density(eps) - log_det       # (S, B)
         log_prior = distributions.standard_normal_log_density(z)              # (S, B)
-        params = vae.decoder(ops.reshape(z, (-1, latent_dim)), training=False)
+        params = decode_samples(vae.decoder, z, x)
         params = ops.reshape(params, (num_samples, -1) + tuple(vae.input_shape_))
         log_lik = vae.log_likelihood_given(x, params)                          # (S, B)
         mask = ops.expand_dims(ops.arange(num_samples) < valid, -1)

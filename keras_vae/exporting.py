@@ -769,6 +769,13 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             f"Exporting needs the TensorFlow backend (Keras runs on {keras.backend.backend()!r}): "
             "save the model (vae.save('m.keras')) and run the export with "
             "KERAS_BACKEND=tensorflow; the weights load there unchanged.")
+    if getattr(vae, "autoregressive", False):
+        raise ExportError(
+            "This VAE's decoder is autoregressive (networks.PixelCNNDecoder): its logits read "
+            "the image x as well as z, and drawing an image takes one pass per pixel, which "
+            "the exported decoder's signature (z -> x_mean) cannot express. Save the model "
+            "(vae.save('m.keras')) and serve it with Keras, or export a VAE with a decoder of "
+            "z only (VAE.conv, VAE.mlp).")
     formats = _normalize_formats(formats)
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (tf2onnx "

@@ -1,4 +1,7 @@
-"""Custom layers: the reparameterization `Sampling` layer and the `ScaleTril` posterior head."""
+"""Custom layers: the reparameterization `Sampling` layer, the `ScaleTril` posterior head and
+the causal `MaskedConv2D` of autoregressive decoders."""
+
+import numpy as np
 
 import keras
 from keras import ops
@@ -90,3 +93,54 @@ class ScaleTril(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "min_scale": self.min_scale}
+
+
+def causal_mask(kernel_size, in_channels, out_channels, include_center):
+    """The 0/1 mask of a PixelCNN convolution (van den Oord et al. 2016) for one image channel:
+    1 at the kernel taps above the center row and left of the center in its row, so the output
+    at pixel i sees only pixels before i in raster order; the center tap too with
+    `include_center` (mask "B", for layers after the first), never for the first ("A")."""
+    mask = np.zeros((kernel_size, kernel_size, in_channels, out_channels), dtype="float32")
+    center = kernel_size // 2
+    mask[:center] = 1.0
+    mask[center, :center] = 1.0
+    if include_center:
+        mask[center, center] = 1.0
+    return mask
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class MaskedConv2D(keras.layers.Layer):
+    """A stride-1 "same" convolution whose kernel is multiplied by `causal_mask`, so output
+    pixel i depends only on input pixels before i in raster order (mask "A") or on pixels up
+    to and including i (mask "B"). The building block of `networks.PixelCNNDecoder`."""
+
+    def __init__(self, filters, kernel_size, mask_type, **kwargs):
+        super().__init__(**kwargs)
+        if mask_type not in ("A", "B"):
+            raise ValueError(f"mask_type must be 'A' (first layer: excludes the pixel itself) or "
+                             f"'B' (later layers: includes it), got {mask_type!r}.")
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd int >= 1, got {kernel_size!r}.")
+        self.filters, self.kernel_size, self.mask_type = int(filters), kernel_size, mask_type
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            shape=(self.kernel_size, self.kernel_size, in_channels, self.filters),
+            initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+        self.mask = causal_mask(self.kernel_size, in_channels, self.filters,
+                                self.mask_type == "B")
+
+    def call(self, x):
+        kernel = self.kernel * ops.cast(self.mask, self.kernel.dtype)
+        return ops.conv(x, ops.cast(kernel, x.dtype), padding="same") + ops.cast(self.bias,
+                                                                                 x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "mask_type": self.mask_type}

@@ -37,6 +37,20 @@ def monitored_metric(objective):
 DEFAULT_STEPS_PER_EXECUTION = 20
 
 
+def decode_samples(decoder, z, x, training=False):
+    """The decoder's outputs for samples z (S, B, K) of examples x (B, ...), flat (S * B, ...).
+
+    An autoregressive decoder (`networks.PixelCNNDecoder`) also reads x: its context is
+    computed once per example and shared by the S samples."""
+    z = ops.reshape(z, (-1, ops.shape(z)[-1]))
+    if not getattr(decoder, "autoregressive", False):
+        return decoder(z, training=training)
+    context = decoder.context(x, training=training)
+    num_samples = ops.shape(z)[0] // ops.shape(x)[0]
+    context = ops.tile(context, (num_samples,) + (1,) * (len(context.shape) - 1))
+    return decoder.logits_from(z, context, training=training)
+
+
 def _as_numpy(x):
     """Array-likes and backend tensors to NumPy; datasets and generators pass through."""
     if isinstance(x, np.ndarray):
@@ -159,6 +173,10 @@ class VAE(keras.Model):
         if tuple(decoder.inputs[0].shape[1:]) != (latent_dim,):
             raise ValueError(f"The decoder takes inputs of shape {tuple(decoder.inputs[0].shape)}, "
                              f"expected (None, {latent_dim}) for latent_dim={latent_dim}.")
+        self.autoregressive = bool(getattr(decoder, "autoregressive", False))
+        if self.autoregressive and likelihood != "bernoulli":
+            raise ValueError("An autoregressive decoder (networks.PixelCNNDecoder) models binary "
+                             "pixels: use likelihood='bernoulli', or conv_decoder for real values.")
         if tuple(decoder.outputs[0].shape[1:]) != self.input_shape_:
             raise ValueError(f"The decoder returns shape {tuple(decoder.outputs[0].shape[1:])} per "
                              f"example but the encoder takes {self.input_shape_}; they must match.")
@@ -218,6 +236,19 @@ class VAE(keras.Model):
         return cls(encoder, decoder, latent_dim, likelihood=likelihood, posterior=posterior,
                    **kwargs)
 
+    @classmethod
+    def pixel_cnn(cls, input_shape=(28, 28, 1), latent_dim=32, filters=(32, 64),
+                  dense_units=128, pixel_filters=32, pixel_layers=3, latent_units=256,
+                  latent_channels=3, activation="relu", posterior="diagonal", **kwargs):
+        """A VAE with an autoregressive decoder for binary one-channel images (a small
+        PixelVAE): the conv encoder of `VAE.conv` and a `networks.PixelCNNDecoder`, whose
+        logits see the pixels before each one as well as z. Bernoulli likelihood only."""
+        encoder = networks.conv_encoder(input_shape, latent_dim, filters, 3, dense_units,
+                                        activation, posterior)
+        decoder = networks.PixelCNNDecoder(latent_dim, input_shape, pixel_filters,
+                                           pixel_layers, latent_units, latent_channels)
+        return cls(encoder, decoder, latent_dim, posterior=posterior, **kwargs)
+
     # ----------------------------------------------------------------- the model
     @property
     def event_ndim(self):
@@ -270,12 +301,13 @@ class VAE(keras.Model):
         num_samples = self.num_samples
         if num_samples == 1 and self.objective == "elbo":
             z = self.sampling([z_mean, z_scale])
-            params = ops.cast(self.decoder(z, training=training), "float32")
+            params = ops.cast(self.decoder([z, x] if self.autoregressive else z,
+                                           training=training), "float32")
             log_lik = self.log_likelihood_given(x, params)
             x_mean = self.mean_from_params(params)
         else:
             z = self.sampling([z_mean, z_scale], num_samples=num_samples)  # (L, B, K)
-            params = self._decode_samples(z, training)
+            params = self._decode_samples(z, x, training)
             log_lik_samples = self.log_likelihood_given(x, params)  # (L, B)
             log_lik = ops.mean(log_lik_samples, axis=0)  # eq [7]
             x_mean = ops.mean(self.mean_from_params(params), axis=0)
@@ -299,11 +331,11 @@ class VAE(keras.Model):
             self.add_loss(-ops.mean(bound))
         return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
 
-    def _decode_samples(self, z, training):
-        """The decoder's outputs for the samples z (L, B, K), float32 (L, B, *input_shape)."""
-        params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
-        return ops.reshape(ops.cast(params, "float32"),
-                           (self.num_samples, -1) + self.input_shape_)
+    def _decode_samples(self, z, x, training):
+        """The decoder's outputs for the samples z (L, B, K) of x (B, ...), float32
+        (L, B, *input_shape)."""
+        params = decode_samples(self.decoder, z, x, training)
+        return ops.reshape(ops.cast(params, "float32"), (ops.shape(z)[0], -1) + self.input_shape_)
 
     def _with_dreg_gradient(self, bound, log_w, log_sum, x, z, training):
         """The IWAE bound per example (B,), its value kept, with the doubly reparameterized
@@ -323,7 +355,7 @@ class VAE(keras.Model):
         weights = stop(ops.exp(log_w - log_sum))
         coefficients = (1.0 - self.beta) * weights + self.beta * ops.square(weights)
         log_lik_fixed_z = self.log_likelihood_given(  # decoder weights only
-            x, self._decode_samples(stop(z), training))
+            x, self._decode_samples(stop(z), x, training))
         surrogate = ops.sum(coefficients * log_w + (weights - coefficients) * log_lik_fixed_z,
                             axis=0)
         return stop(bound) + surrogate - stop(surrogate)
@@ -483,23 +515,46 @@ class VAE(keras.Model):
                                             batch_size)
         return z_mean, z_scale
 
-    def decode(self, z, batch_size=1024):
-        """E[x|z] for latent points z (n, K): probabilities (Bernoulli) or means (Gaussian)."""
+    def decode(self, z, batch_size=1024, seed=None):
+        """E[x|z] for latent points z (n, K): probabilities (Bernoulli) or means (Gaussian).
+
+        An autoregressive decoder has no closed-form E[x|z]: it returns a draw x ~ p(x|z)
+        instead, made pixel by pixel in raster order (H * W decoder passes; `seed` makes it
+        reproducible)."""
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (n, {self.latent_dim}), got {z.shape}.")
+        if self.autoregressive:
+            rng = np.random.default_rng(seed)  # one stream across the batches
+            return self._run_batched(lambda b: self._draw_pixels(b, rng), z, batch_size)[0]
         fn = lambda b: self.mean_from_params(  # noqa: E731
             ops.cast(self.decoder(b, training=False), "float32"))
         return self._run_batched(fn, z, batch_size)[0]
 
-    def sample(self, n, seed=None):
-        """Draws n points z ~ N(0, I) from the prior and returns E[x|z], shape (n, *input_shape)."""
-        z = keras.random.normal((int(n), self.latent_dim), seed=seed)
-        return self.decode(ops.convert_to_numpy(z))
+    def _draw_pixels(self, z, rng):
+        """x ~ p(x|z) from an autoregressive decoder: pixel i is drawn from its Bernoulli given
+        z and the pixels drawn before it (each pass recomputes every logit; the causal masks
+        make the ones at and after i ignore the pixels not yet drawn)."""
+        height, width, _ = self.input_shape_
+        x = np.zeros((int(z.shape[0]),) + self.input_shape_, dtype="float32")
+        for row in range(height):
+            for col in range(width):
+                logits = ops.convert_to_numpy(ops.cast(self.decoder(
+                    [z, ops.convert_to_tensor(x)], training=False), "float32"))
+                p = 0.5 + 0.5 * np.tanh(0.5 * logits[:, row, col, 0])  # sigmoid
+                x[:, row, col, 0] = rng.random(len(p)) < p
+        return x
 
-    def reconstruct(self, x):
-        """E[x|z] at the posterior mean z = mu(x): a deterministic reconstruction of x."""
-        return self.decode(self.encode(x)[0])
+    def sample(self, n, seed=None):
+        """Draws n points z ~ N(0, I) from the prior and returns E[x|z], shape (n, *input_shape)
+        (an autoregressive decoder: a draw x ~ p(x|z), see `decode`)."""
+        z = keras.random.normal((int(n), self.latent_dim), seed=seed)
+        return self.decode(ops.convert_to_numpy(z), seed=seed)
+
+    def reconstruct(self, x, seed=None):
+        """E[x|z] at the posterior mean z = mu(x): a deterministic reconstruction of x (an
+        autoregressive decoder: a draw x ~ p(x|z) there, see `decode`)."""
+        return self.decode(self.encode(x)[0], seed=seed)
 
     def anomaly_score(self, x, method="elbo", **kwargs):
         """How unlikely each x is (higher = more anomalous), in nats: -ELBO(x) ("elbo") or the

@@ -13,7 +13,7 @@ import math
 import keras
 from keras import layers
 
-from keras_vae.layers import ScaleTril
+from keras_vae.layers import MaskedConv2D, ScaleTril
 from keras_vae import distributions
 
 POSTERIORS = ("diagonal", "full")
@@ -139,3 +139,86 @@ def conv_decoder(latent_dim=16, output_shape=(28, 28, 1), filters=(64, 32), kern
         h = layers.Cropping2D(((0, crop_h), (0, crop_w)), name="crop")(h)
     out = layers.Conv2D(channels, kernel_size, padding="same", name="x_params")(h)
     return keras.Model(z, out, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class PixelCNNDecoder(keras.Model):
+    """Autoregressive Bernoulli decoder for one-channel images (a small PixelVAE, Gulrajani et
+    al. 2016): p(x|z) = prod_i p(x_i | x_<i, z) in raster order, so ln p(x|z) is still the
+    summed binary cross-entropy, of logits that see the pixels before each one as well as z.
+
+    A functional model mapping `[z (B, K), x (B, H, W, 1)]` to logits (B, H, W, 1), built from
+    three parts, each a `keras.Model` attribute:
+    - `context_net` x -> (B, H, W, filters): a mask-"A" convolution (7x7) and `num_layers`
+      residual mask-"B" convolutions (3x3), ReLU: what the pixels before each pixel say;
+    - `latent_net` z -> (B, H, W, filters): Dense(latent_units, relu), a linear layer to
+      `latent_channels` maps of H x W, a 1x1 convolution: what z says about each pixel;
+    - `head` [latent features, context] -> logits: ReLU of their sum, a 1x1 convolution with
+      ReLU and a 1x1 convolution to one logit per pixel.
+    z enters only the cheap head, so the k posterior samples of an importance-weighted
+    likelihood share one context computation (`logits_from`). Evaluating ln p(x|z) takes one
+    pass; drawing x takes H * W passes, pixel by pixel (`VAE.decode`).
+
+    Args:
+        latent_dim: K.
+        output_shape: (H, W, 1).
+        filters: channels of the context and head.
+        num_layers: mask-"B" residual layers after the first, mask-"A" one.
+        latent_units: hidden units of `latent_net`.
+        latent_channels: feature maps `latent_net` projects z to.
+    """
+
+    autoregressive = True
+
+    def __init__(self, latent_dim, output_shape=(28, 28, 1), filters=32, num_layers=3,
+                 latent_units=256, latent_channels=3, name="decoder", **kwargs):
+        check_latent_dim(latent_dim)
+        output_shape = _shape(output_shape, "output_shape")
+        if len(output_shape) != 3 or output_shape[-1] != 1:
+            raise ValueError("PixelCNNDecoder models one-channel images shaped (H, W, 1), got "
+                             f"output_shape={output_shape}; use conv_decoder for other data.")
+        height, width, _ = output_shape
+        x = keras.Input(output_shape, name="x")
+        h = layers.Activation("relu", name="relu_a")(
+            MaskedConv2D(filters, 7, "A", name="masked_conv_a")(x))
+        for i in range(num_layers):
+            step = MaskedConv2D(filters, 3, "B", name=f"masked_conv_b{i}")(h)
+            h = layers.Add(name=f"residual_{i}")([h, layers.Activation("relu")(step)])
+        context_net = keras.Model(x, h, name="context_net")
+
+        z = keras.Input((latent_dim,), name="z")
+        g = layers.Dense(latent_units, activation="relu", name="hidden")(z)
+        g = layers.Dense(height * width * latent_channels, name="maps")(g)
+        g = layers.Reshape((height, width, latent_channels), name="unflatten")(g)
+        g = layers.Conv2D(filters, 1, name="project")(g)
+        latent_net = keras.Model(z, g, name="latent_net")
+
+        latent_in = keras.Input((height, width, filters), name="latent_features")
+        context_in = keras.Input((height, width, filters), name="context")
+        f = layers.Activation("relu")(layers.Add(name="fuse")([latent_in, context_in]))
+        f = layers.Conv2D(filters, 1, activation="relu", name="mix")(f)
+        logits = layers.Conv2D(1, 1, name="x_params")(f)
+        head = keras.Model([latent_in, context_in], logits, name="head")
+
+        z_in = keras.Input((latent_dim,), name="z")
+        x_in = keras.Input(output_shape, name="x")
+        super().__init__([z_in, x_in], head([latent_net(z_in), context_net(x_in)]), name=name,
+                         **kwargs)
+        self.context_net, self.latent_net, self.head = context_net, latent_net, head
+        self.latent_dim, self.output_shape_ = latent_dim, output_shape
+        self.filters, self.num_layers = filters, num_layers
+        self.latent_units, self.latent_channels = latent_units, latent_channels
+
+    def context(self, x, training=False):
+        """The context features of images x (B, H, W, 1), shared by every z."""
+        return self.context_net(x, training=training)
+
+    def logits_from(self, z, context, training=False):
+        """Logits for latents z (N, K) and context features (N, H, W, filters)."""
+        return self.head([self.latent_net(z, training=training), context], training=training)
+
+    def get_config(self):
+        return {"latent_dim": self.latent_dim, "output_shape": list(self.output_shape_),
+                "filters": self.filters, "num_layers": self.num_layers,
+                "latent_units": self.latent_units, "latent_channels": self.latent_channels,
+                "name": self.name, "trainable": self.trainable}
