@@ -39,8 +39,10 @@ import keras
 from keras_vae import datasets, distribute, plots
 from keras_vae.model import OBJECTIVES, VAE, monitored_metric
 
-MODELS = ("kingma-welling", "mlp", "conv")
-DEFAULT_HIDDEN = {"kingma-welling": (500,), "mlp": (512, 256), "conv": (32, 64)}
+MODELS = ("kingma-welling", "mlp", "conv", "pixel-cnn")
+DEFAULT_HIDDEN = {"kingma-welling": (500,), "mlp": (512, 256), "conv": (32, 64),
+                  "pixel-cnn": (32, 64)}
+IMAGE_MODELS = ("conv", "pixel-cnn")  # take (H, W, C) examples, the others flat vectors
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.keras"
@@ -207,7 +209,7 @@ def check_config(config):
 
 
 def _data_options(config):
-    return dict(flatten=config["model"] != "conv", scale=config["scale"],
+    return dict(flatten=config["model"] not in IMAGE_MODELS, scale=config["scale"],
                 data_dir=config["data_dir"])
 
 
@@ -239,9 +241,12 @@ def build_model(config):
         vae = VAE.mlp(input_shape=input_shape, hidden_units=hidden, **common)
     else:
         if len(input_shape) != 3:
-            raise ValueError(f"--model conv needs image data, but {config['dataset']} examples "
-                             f"have shape {input_shape}.")
-        vae = VAE.conv(input_shape=input_shape, filters=hidden, **common)
+            raise ValueError(f"--model {config['model']} needs image data, but "
+                             f"{config['dataset']} examples have shape {input_shape}.")
+        if config["model"] == "conv":
+            vae = VAE.conv(input_shape=input_shape, filters=hidden, **common)
+        else:  # the encoder's filters; the autoregressive decoder keeps its defaults
+            vae = VAE.pixel_cnn(input_shape=input_shape, filters=hidden, **common)
     # KLWarmup sets beta in a per-batch callback hook, which Keras calls once per compiled
     # execution: one step per execution keeps the ramp exact, batch by batch.
     vae.compile(optimizer=keras.optimizers.Adam(learning_rate=config["lr"]),

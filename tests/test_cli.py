@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from keras_vae import cli, plots, training
+from keras_vae import cli, networks, plots, training
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--dataset", "digits", "--model", "kingma-welling", "--latent-dim", "2",
@@ -325,6 +325,22 @@ def test_bad_train_options_are_named(tmp_path, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_train_and_sample_a_pixel_cnn_vae(tmp_path):
+    """--model pixel-cnn trains the autoregressive decoder on images; `sample` then draws
+    binary images pixel by pixel (no grey levels, unlike E[x|z] of the other models)."""
+    run_dir = tmp_path / "pixel"
+    args = [a for a in TRAIN_ARGS if a not in ("--hidden-units", "64")]
+    args[args.index("kingma-welling")] = "pixel-cnn"
+    assert cli.main(["train", *args, "--epochs", "2", "--run-dir", str(run_dir)]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "pixel-cnn" and config["input_shape"] == [8, 8, 1]
+    vae = keras.saving.load_model(run_dir / "model.keras")
+    assert isinstance(vae.decoder, networks.PixelCNNDecoder)
+    out = tmp_path / "grid.png"
+    assert cli.main(["sample", str(run_dir), "-n", "4", "--out", str(out)]) == 0
+    assert set(np.unique(mpimg.imread(out)[:32, :32])) == {0.0, 1.0}
 
 
 def test_conv_on_flat_vectors_is_refused(tmp_path, capsys):
