@@ -494,6 +494,21 @@ def test_build_with_polyak_averaging_keeps_the_averaged_weights(tmp_path, monkey
     assert averaged < 1.05 * lr, (averaged, raw)  # ... their average (what is kept) does not
 
 
+def test_build_with_kl_warmup_ramps_beta_and_keeps_the_last_weights(tmp_path, monkeypatch):
+    """kl_warmup_epochs: beta starts at 0, so the KL is left unpenalized at first and the
+    encoder spends more nats on z than the same build (bit-reproducible otherwise) at beta = 1;
+    training that ends inside the warm-up, which early stopping skips, keeps its last epoch."""
+    def build(label, **changes):
+        recipe = dict(zoo.REGISTRY[SMALL]["train"], max_epochs=3, patience=100, **changes)
+        monkeypatch.setitem(zoo.REGISTRY, label, dict(
+            zoo.REGISTRY[SMALL], train=recipe, file=f"{label}.weights.h5", sha256=None))
+        return zoo.build(label, out=tmp_path, nll_samples=0, verbose=0)
+
+    plain, warm = build("plain_probe"), build("warm_probe", kl_warmup_epochs=10)
+    assert warm["results"]["test_kl"] > plain["results"]["test_kl"] + 1.0, (warm, plain)
+    assert (warm["training"]["epochs"], warm["training"]["best_epoch"]) == (3, 3)
+
+
 def test_digits_split_is_the_documented_one():
     train, valid, test = zoo.load_data("digits")
     assert (train.shape, valid.shape, test.shape) == ((1437, 64), (180, 64), (180, 64))
