@@ -428,6 +428,39 @@ _RELEASED = {
             "nll_samples": 5000,
             "nll_examples": 10000
         }
+    },
+    "pixelcnn_mnist_z32": {
+        "sha256": "fba3c065268104521b83dae6741be973d83300ee2891096d9bad3cef1d929679",
+        "size_bytes": 4385328,
+        "parameters": 1072081,
+        "training": {
+            "command": "keras-vae zoo build pixelcnn_mnist_z32 --data /work/shared/datasets/binarized_mnist.npz --time-limit 3600.0 --nll-examples 1000",
+            "note": "run with KERAS_BACKEND=jax on 2 CPU cores (tests and a CI run shared them during parts of the build); the time limit bound",
+            "epochs": 44,
+            "best_epoch": 44,
+            "stopped_by": "time_limit",
+            "max_epochs": 300,
+            "patience": 20,
+            "final_learning_rate": 0.0010000000474974513,
+            "train_wall_time_s": 3669.8,
+            "eval_wall_time_s": 1425.5,
+            "software": "keras 3.15.1, jax backend, keras-vae 0.1.0",
+            "hardware": "CPU, 2 cores"
+        },
+        "results": {
+            "test_neg_elbo": 84.052,
+            "test_neg_elbo_stderr": 0.204,
+            "test_reconstruction": 75.13,
+            "test_kl": 8.921,
+            "neg_elbo_samples": 10,
+            "valid_neg_elbo": 84.467,
+            "test_examples": 10000,
+            "nll_examples_neg_elbo": 83.993,
+            "test_nll": 82.416,
+            "test_nll_stderr": 0.634,
+            "nll_samples": 5000,
+            "nll_examples": 1000
+        }
     }
 }
 
