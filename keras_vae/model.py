@@ -38,7 +38,8 @@ DEFAULT_STEPS_PER_EXECUTION = 20
 
 
 def decode_samples(decoder, z, x, training=False):
-    """The decoder's outputs for samples z (S, B, K) of examples x (B, ...), flat (S * B, ...).
+    """The decoder's outputs for samples z (S, B, K) or (B, K) of examples x (B, ...), flat
+    (S * B, ...).
 
     An autoregressive decoder (`networks.PixelCNNDecoder`) also reads x: its context is
     computed once per example and shared by the S samples."""
@@ -301,8 +302,7 @@ class VAE(keras.Model):
         num_samples = self.num_samples
         if num_samples == 1 and self.objective == "elbo":
             z = self.sampling([z_mean, z_scale])
-            params = ops.cast(self.decoder([z, x] if self.autoregressive else z,
-                                           training=training), "float32")
+            params = ops.cast(decode_samples(self.decoder, z, x, training), "float32")
             log_lik = self.log_likelihood_given(x, params)
             x_mean = self.mean_from_params(params)
         else:
