@@ -19,12 +19,12 @@ zoo ships, conv_mnist_z16 (428k parameters, trained), from this checkout's weigh
 Results go to benchmarks/results/export_latency[_quick].json. The Keras paths run the bare
 network (logits); the exported graphs add a sigmoid, which only favours Keras.
 
-It also measures what the export's graph rewrites (`exporting._tidy_onnx`) are for, under
+It also measures what the export's graph rewrites (`exporting.onnx_rewrites.tidy_onnx`) are for, under
 "graph_rewrites": the default conv decoder as tf2onnx writes it against the export's tidied
 graph (interleaved, batch 1 and 256), and lone 3x3 convolutions on 28x28 maps (32 channels to
 1, 2, 3, 4, 8 and 16, and a few with fewer input channels) as onnxruntime's Conv against the
 equal ConvTranspose with the flipped kernel, which the export substitutes where
-exporting._conv_as_transpose_pays.
+exporting.onnx_rewrites.conv_as_transpose_pays.
 """
 
 import argparse
@@ -178,10 +178,10 @@ def graph_rewrites(vae, quick):
 
     rounds, min_seconds, min_calls = (2, 0.02, 3) if quick else (7, 0.25, 20)
     rng = np.random.default_rng(0)
-    graphs = exporting._Graphs(vae)
+    graphs = exporting.graphs.Graphs(vae)
     raw, _ = tf2onnx.convert.from_function(graphs.tf_function("decoder"),
                                            input_signature=[graphs.specs["decoder"]], opset=17)
-    tidied = exporting._tidy_onnx(onnx.ModelProto.FromString(raw.SerializeToString()))
+    tidied = exporting.onnx_rewrites.tidy_onnx(onnx.ModelProto.FromString(raw.SerializeToString()))
     decoders = {"tf2onnx": session(raw), "export": session(tidied)}
     result = {"decoder": {name: {"ops": [n.op_type for n in model.graph.node]}
                           for name, model in (("tf2onnx", raw), ("export", tidied))}}
@@ -210,9 +210,9 @@ def graph_rewrites(vae, quick):
              onnx.numpy_helper.from_array(np.zeros(out_channels, "float32") + 0.1, "b")])
         conv = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
         # rewritten at every width, to time it where the export does not apply it too
-        flipped = exporting._tidy_onnx(onnx.ModelProto.FromString(conv.SerializeToString()),
+        flipped = exporting.onnx_rewrites.tidy_onnx(onnx.ModelProto.FromString(conv.SerializeToString()),
                                        conv_as_transpose=lambda out, inp: True)
-        by_export = exporting._tidy_onnx(onnx.ModelProto.FromString(conv.SerializeToString()))
+        by_export = exporting.onnx_rewrites.tidy_onnx(onnx.ModelProto.FromString(conv.SerializeToString()))
         sessions = {"conv": session(conv), "conv_transpose": session(flipped)}
         row = {"out_channels": out_channels, "in_channels": in_channels, "size": size,
                "rewritten_by_export": by_export.graph.node[0].op_type == "ConvTranspose"}

@@ -9,7 +9,7 @@ Public API, re-exported from private modules:
 __version__ = "0.1.0"
 
 from keras_vae import datasets, distribute, evaluation, networks, plots, zoo
-from keras_vae.exporting import export
+from keras_vae.callbacks import KLWarmup, ResumableEarlyStopping, StopOnNaN
 from keras_vae.distributions import (
     bernoulli_log_likelihood,
     gaussian_log_likelihood,
@@ -17,9 +17,9 @@ from keras_vae.distributions import (
     kl_to_standard_normal,
     kl_to_standard_normal_tril,
 )
+from keras_vae.exporting import export
 from keras_vae.layers import MaskedConv2D, Sampling, ScaleTril
 from keras_vae.model import VAE
-from keras_vae.training import KLWarmup, ResumableEarlyStopping, StopOnNaN
 
 __all__ = [
     "VAE",

@@ -10,7 +10,7 @@ import os
 import sys
 
 # Modules that define `add_commands(subparsers)`, in the order their commands are listed.
-COMMAND_MODULES = ("keras_vae.training", "keras_vae.exporting", "keras_vae.zoo")
+COMMAND_MODULES = ("keras_vae.training.cli", "keras_vae.exporting.cli", "keras_vae.zoo.cli")
 
 
 def build_parser():

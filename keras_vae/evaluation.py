@@ -27,13 +27,12 @@ import math
 import weakref
 from typing import NamedTuple
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from keras_vae import distributions
-from keras_vae.model import decode_samples
+from keras_vae.networks import decode_samples
 
 __all__ = [
     "ELBO",

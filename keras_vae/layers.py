@@ -1,9 +1,8 @@
 """Custom layers: the reparameterization `Sampling` layer, the `ScaleTril` posterior head and
 the causal `MaskedConv2D` of autoregressive decoders."""
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from keras_vae import distributions

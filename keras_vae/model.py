@@ -14,13 +14,13 @@ importance-weighted bound of Burda et al. instead). So `fit`, `evaluate`, `predi
 
 import math
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
-from keras_vae import distributions, networks
+from keras_vae import distributions, evaluation, networks
 from keras_vae.layers import Sampling
+from keras_vae.networks import decode_samples
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae", "iwae_dreg")
@@ -36,20 +36,15 @@ def monitored_metric(objective):
 
 DEFAULT_STEPS_PER_EXECUTION = 20
 
+# The model zoo lives in a higher layer (keras_vae.zoo), which registers its loader here when it
+# is imported, so `VAE.from_pretrained` works without this module importing upward.
+_PRESET_LOADER = None
 
-def decode_samples(decoder, z, x, training=False):
-    """The decoder's outputs for samples z (S, B, K) or (B, K) of examples x (B, ...), flat
-    (S * B, ...).
 
-    An autoregressive decoder (`networks.PixelCNNDecoder`) also reads x: its context is
-    computed once per example and shared by the S samples."""
-    z = ops.reshape(z, (-1, ops.shape(z)[-1]))
-    if not getattr(decoder, "autoregressive", False):
-        return decoder(z, training=training)
-    context = decoder.context(x, training=training)
-    num_samples = ops.shape(z)[0] // ops.shape(x)[0]
-    context = ops.tile(context, (num_samples,) + (1,) * (len(context.shape) - 1))
-    return decoder.logits_from(z, context, training=training)
+def register_preset_loader(load):
+    """Makes `VAE.from_pretrained(name, **kwargs)` call `load(name, **kwargs)`."""
+    global _PRESET_LOADER
+    _PRESET_LOADER = load
 
 
 def _as_numpy(x):
@@ -82,7 +77,9 @@ def _xla_by_default(model, run_eagerly):
         return False
     if _under_distribution_strategy(model):
         return False
-    from keras.src.trainers.trainer import model_supports_jit  # the rule behind Keras's "auto"
+    from keras.src.trainers.trainer import (
+        model_supports_jit,  # the rule behind Keras's "auto"
+    )
 
     return model_supports_jit(model)
 
@@ -559,14 +556,15 @@ class VAE(keras.Model):
     def anomaly_score(self, x, method="elbo", **kwargs):
         """How unlikely each x is (higher = more anomalous), in nats: -ELBO(x) ("elbo") or the
         importance-weighted -ln p(x) ("iwae"). See `keras_vae.evaluation.anomaly_score`."""
-        from keras_vae import evaluation
         return evaluation.anomaly_score(self, x, method=method, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name, **kwargs):
         """A ready VAE from the model zoo; see `keras_vae.zoo.load`."""
-        from keras_vae import zoo
-        return zoo.load(name, **kwargs)
+        if _PRESET_LOADER is None:
+            raise RuntimeError("No preset loader is registered: `import keras_vae` (or "
+                               "keras_vae.zoo) registers the model zoo's.")
+        return _PRESET_LOADER(name, **kwargs)
 
     # ----------------------------------------------------------------- serialization
     def get_config(self):

@@ -11,10 +11,10 @@ Use `posterior_head` to give a custom encoder body the heads the VAE expects.
 import math
 
 import keras
-from keras import layers
+from keras import layers, ops
 
-from keras_vae.layers import MaskedConv2D, ScaleTril
 from keras_vae import distributions
+from keras_vae.layers import MaskedConv2D, ScaleTril
 
 POSTERIORS = ("diagonal", "full")
 
@@ -222,3 +222,18 @@ class PixelCNNDecoder(keras.Model):
                 "filters": self.filters, "num_layers": self.num_layers,
                 "latent_units": self.latent_units, "latent_channels": self.latent_channels,
                 "name": self.name, "trainable": self.trainable}
+
+
+def decode_samples(decoder, z, x, training=False):
+    """The decoder's outputs for samples z (S, B, K) or (B, K) of examples x (B, ...), flat
+    (S * B, ...).
+
+    An autoregressive decoder (`networks.PixelCNNDecoder`) also reads x: its context is
+    computed once per example and shared by the S samples."""
+    z = ops.reshape(z, (-1, ops.shape(z)[-1]))
+    if not getattr(decoder, "autoregressive", False):
+        return decoder(z, training=training)
+    context = decoder.context(x, training=training)
+    num_samples = ops.shape(z)[0] // ops.shape(x)[0]
+    context = ops.tile(context, (num_samples,) + (1,) * (len(context.shape) - 1))
+    return decoder.logits_from(z, context, training=training)

@@ -169,7 +169,7 @@ def test_conv_decoder_onnx_is_tidied(models, exported):
     assert list(sigmoid.input) == ["x_logits"] and list(sigmoid.output) == ["x_mean"]
     # tf2onnx's own graph had both, and computes the same as the tidied one
     vae, x = models["conv"]
-    graphs = exporting._Graphs(vae)
+    graphs = exporting.graphs.Graphs(vae)
     raw, _ = tf2onnx.convert.from_function(graphs.tf_function("decoder"),
                                            input_signature=[graphs.specs["decoder"]], opset=17)
     raw_ops = [n.op_type for n in raw.graph.node]
@@ -209,7 +209,7 @@ def test_few_channel_conv_becomes_an_equal_conv_transpose(out_channels, kernel, 
     weight = rng.standard_normal((out_channels, in_channels) + kernel).astype("float32")
     bias = rng.standard_normal(out_channels).astype("float32")
     conv = _conv_graph(weight, bias, kernel_shape=list(kernel), pads=list(pads))
-    tidied = exporting._tidy_onnx(_conv_graph(weight, bias, kernel_shape=list(kernel),
+    tidied = exporting.onnx_rewrites.tidy_onnx(_conv_graph(weight, bias, kernel_shape=list(kernel),
                                               pads=list(pads)))
     assert [n.op_type for n in tidied.graph.node] == ["ConvTranspose"]
     onnx.checker.check_model(tidied, full_check=True)
@@ -231,7 +231,7 @@ def test_few_channel_conv_becomes_an_equal_conv_transpose(out_channels, kernel, 
 def test_conv_the_rewrite_cannot_express_or_would_slow_is_left_alone(attributes, shape):
     rng = np.random.default_rng(0)
     weight = rng.standard_normal(shape + (3, 3)).astype("float32")
-    model = exporting._tidy_onnx(_conv_graph(weight, np.zeros(len(weight), "float32"),
+    model = exporting.onnx_rewrites.tidy_onnx(_conv_graph(weight, np.zeros(len(weight), "float32"),
                                              kernel_shape=[3, 3], **attributes))
     assert [n.op_type for n in model.graph.node] == ["Conv"]
 
@@ -434,7 +434,7 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, existi
         (out / "keep.txt").write_text("previous export")
     budgets = {k: dict(v) for k, v in exporting.ERROR_BUDGETS.items()}
     budgets["onnx"]["max"] = -1.0  # any measured difference fails
-    monkeypatch.setattr(exporting, "ERROR_BUDGETS", budgets)
+    monkeypatch.setattr(exporting.formats, "ERROR_BUDGETS", budgets)
     with pytest.raises(exporting.ExportError, match="decoder.onnx|encoder.onnx"):
         kv.export(vae, out, formats=("saved_model", "onnx"), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
@@ -536,7 +536,7 @@ def test_latency_benchmark_quick_runs_and_reports_ratios(tmp_path):
     assert (32, 1) in {(row["in_channels"], row["out_channels"]) for row in rows}
     for row in rows:
         assert row["batch1_max_abs_diff"] < 1e-4 and row["batch64_max_abs_diff"] < 1e-4
-        assert row["rewritten_by_export"] == exporting._conv_as_transpose_pays(
+        assert row["rewritten_by_export"] == exporting.onnx_rewrites.conv_as_transpose_pays(
             row["out_channels"], row["in_channels"])
         assert row["batch1_speedup"] == pytest.approx(
             row["batch1_conv_us"] / row["batch1_conv_transpose_us"])

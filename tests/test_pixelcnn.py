@@ -12,7 +12,7 @@ from keras import ops
 import keras_vae as kv
 from keras_vae import evaluation, networks
 from keras_vae.layers import MaskedConv2D
-from keras_vae.model import decode_samples
+from keras_vae.networks import decode_samples
 
 
 def tiny_vae(height=3, width=3, latent_dim=2, seed=0):

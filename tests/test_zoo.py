@@ -173,7 +173,7 @@ def test_loaded_weights_are_exactly_the_files_arrays():
                           if a.shape == w.shape and np.array_equal(a, w)), None)
             assert match is not None, f"{name}: a weight of shape {w.shape} is not in the file"
             remaining.pop(match)
-        assert zoo._parameters(vae) == zoo.REGISTRY[name]["parameters"]
+        assert zoo.loader.count_parameters(vae) == zoo.REGISTRY[name]["parameters"]
         assert vae.input_shape_ == tuple(zoo.REGISTRY[name]["config"].get(
             "input_shape", [zoo.REGISTRY[name]["config"].get("input_dim")]))
 
@@ -332,7 +332,7 @@ def test_offline_fails_fast_without_touching_the_network(server, monkeypatch, is
 def test_a_partial_file_left_in_the_cache_is_replaced(server, isolated_cache):
     """A download killed before it finished (e.g. by an older tool writing in place, or a cache
     damaged on disk) leaves a short file at the cache name: loads detect it by its hash."""
-    target = Path(zoo._cache_path(zoo.REGISTRY[SMALL], None))
+    target = Path(zoo.downloader.cache_path(zoo.REGISTRY[SMALL], None))
     target.parent.mkdir(parents=True)
     target.write_bytes(file_of(SMALL).read_bytes()[:1000])
     # Offline, it cannot be repaired: a clear error, and the bad file is gone.
@@ -397,7 +397,7 @@ def test_cli_list_info_and_errors(capsys, server, monkeypatch, isolated_cache):
     assert code == 0 and '"cached": false' in out and server.url + file_of(SMALL).name in out
     assert zoo.REGISTRY[SMALL]["sha256"] in out and server.requests == []
     code, out, err = cli(capsys, "download", SMALL)
-    assert code == 0 and out == f"{SMALL}\t{zoo._cache_path(zoo.REGISTRY[SMALL], None)}\n"
+    assert code == 0 and out == f"{SMALL}\t{zoo.downloader.cache_path(zoo.REGISTRY[SMALL], None)}\n"
     assert "Downloading" in err  # keras' messages and progress bar go to stderr
     code, out, _ = cli(capsys, "info", SMALL)
     assert code == 0 and '"cached": true' in out
@@ -410,7 +410,7 @@ def test_cli_list_info_and_errors(capsys, server, monkeypatch, isolated_cache):
     assert code == 2 and zoo.REGISTRY[other]["sha256"] in err
     code, _, err = cli(capsys, "info", "kw_mnist_z21")
     assert code == 2 and "Did you mean" in err and "'kw_mnist_z20'" in err
-    assert cache_files(isolated_cache) == [zoo._cache_path(zoo.REGISTRY[SMALL], None)]
+    assert cache_files(isolated_cache) == [zoo.downloader.cache_path(zoo.REGISTRY[SMALL], None)]
 
 
 @pytest.mark.large
@@ -475,7 +475,7 @@ def test_build_with_polyak_averaging_keeps_the_averaged_weights(tmp_path, monkey
         monkeypatch.setitem(zoo.REGISTRY, label, dict(
             zoo.REGISTRY[SMALL], train=recipe, file=f"{label}.weights.h5", sha256=None))
         zoo.build(label, out=tmp_path, nll_samples=0, verbose=0)
-        vae = zoo._construct(zoo.REGISTRY[label])
+        vae = zoo.loader.construct(zoo.REGISTRY[label])
         vae.load_weights(str(tmp_path / f"{label}.weights.h5"))
         return [np.asarray(w) for w in vae.trainable_weights]
 
@@ -483,7 +483,7 @@ def test_build_with_polyak_averaging_keeps_the_averaged_weights(tmp_path, monkey
 
     seed = zoo.REGISTRY[SMALL]["train"]["seed"]
     keras.utils.set_random_seed(seed)
-    initial = [np.asarray(w) for w in zoo._construct(
+    initial = [np.asarray(w) for w in zoo.loader.construct(
         zoo.REGISTRY[SMALL], seed=seed, name="ema_probe").trainable_weights]
     moved = lambda weights: max(float(np.max(np.abs(w - w0)))  # noqa: E731
                                 for w, w0 in zip(weights, initial))
@@ -534,9 +534,9 @@ def test_build_is_reproducible_and_its_entry_describes_its_file(tmp_path):
     assert training["command"] == f"keras-vae zoo build {SMALL} --max-epochs 2 --nll-samples 50"
     assert results["nll_samples"] == 50 and results["test_examples"] == 180
     # The file holds what the entry measured: reload it and recompute.
-    vae = zoo._construct(zoo.REGISTRY[SMALL])
+    vae = zoo.loader.construct(zoo.REGISTRY[SMALL])
     vae.load_weights(str(first))
     elbo, elbo_var, _ = numpy_bounds(vae, digits_test_split(), num_samples=500)
     se = math.sqrt(elbo_var.sum()) / len(elbo)
     assert abs(-elbo.mean() - results["test_neg_elbo"]) < 8 * se + 0.002
-    assert zoo._parameters(vae) == entries[0]["parameters"] == zoo.REGISTRY[SMALL]["parameters"]
+    assert zoo.loader.count_parameters(vae) == entries[0]["parameters"] == zoo.REGISTRY[SMALL]["parameters"]

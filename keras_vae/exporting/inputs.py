@@ -1,0 +1,63 @@
+"""The inputs on which an export is checked (and int8 variants calibrated)."""
+
+import numpy as np
+
+from keras_vae.exporting.formats import (
+    NUM_CALIBRATION,
+    NUM_EVAL,
+    NUM_PRIOR_CALIBRATION,
+    PARITY_BATCH_SIZES,
+)
+
+
+# --------------------------------------------------------------------------- inputs
+def check_inputs(vae, graphs, data, seed):
+    """Inputs for the parity checks and for int8 calibration, from `data` or from the model.
+
+    Returns:
+        {"encoder": (eval_x, calib_x), "decoder": (eval_z, calib_z), "source": str}. The
+        decoder's inputs are prior draws z ~ N(0, I) and posterior means of the x's.
+    """
+    rng = np.random.default_rng(seed)
+    k = vae.latent_dim
+    if data is not None:
+        if hasattr(data, "element_spec") or not hasattr(data, "__len__"):
+            raise ValueError("data must be an array (n, *input_shape), not a dataset or "
+                             "generator; take some batches, e.g. np.concatenate(list("
+                             "ds.take(8).as_numpy_iterator())).")
+        data = np.asarray(data)
+        vae.check_data(data, "data")
+        data = data.astype("float32")
+        order = rng.permutation(len(data))
+        eval_x = data[order[:NUM_EVAL]]
+        calib_x = data[order[NUM_EVAL:NUM_EVAL + NUM_CALIBRATION]]
+        if len(calib_x) < 16:  # too little data to hold some out: calibrate on the same rows
+            calib_x = eval_x
+        if len(eval_x) < max(PARITY_BATCH_SIZES):
+            eval_x = eval_x[rng.integers(0, len(eval_x), max(PARITY_BATCH_SIZES))]
+        source = f"given data ({len(data)} examples)"
+    else:
+        # The model's own samples: x ~ p(x|z), z ~ N(0, I), what a trained model calls typical.
+        def model_samples(n):
+            params = graphs.reference("decoder", rng.standard_normal((n, k)).astype("float32"))
+            if vae.likelihood == "bernoulli":
+                return (rng.random(params["x_mean"].shape) < params["x_mean"]).astype("float32")
+            noise = rng.standard_normal(params["x_mean"].shape)
+            return (params["x_mean"] + np.exp(0.5 * params["x_log_var"]) * noise).astype("float32")
+
+        eval_x, calib_x = model_samples(NUM_EVAL), model_samples(NUM_CALIBRATION)
+        source = "the model's own samples x ~ p(x|z), z ~ N(0, I) (no data given)"
+
+    def latents(x, num_prior):
+        z_mean = graphs.reference("encoder", x)["z_mean"]
+        prior = rng.standard_normal((num_prior, k)).astype("float32")
+        return rng.permutation(np.concatenate([prior, z_mean])).astype("float32")
+
+    # Decoder inputs: prior draws and posterior means of x's. Latents cost nothing, so the
+    # calibration set is large enough to see the prior's tails (full-integer LiteRT clips
+    # activations outside the calibrated range).
+    half = len(eval_x) // 2
+    return {"encoder": (eval_x, calib_x),
+            "decoder": (latents(eval_x[half:], len(eval_x) - half),
+                        latents(calib_x, NUM_PRIOR_CALIBRATION)),
+            "source": source}

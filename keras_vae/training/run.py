@@ -1,0 +1,187 @@
+"""Training a run configuration into a run directory, then evaluating it and drawing its
+pictures."""
+
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+from keras_vae import datasets, distribute, plots
+from keras_vae.callbacks import KLWarmup, ResumableEarlyStopping, StopOnNaN
+from keras_vae.training.config import build_model, data_options, load_split, monitor
+from keras_vae.training.runs import (
+    BACKUP_DIR,
+    BEST_WEIGHTS,
+    HISTORY_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    backup_epoch,
+    prepare_run_dir,
+    read_history,
+    truncate_history,
+    write_json,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite and training was stopped."""
+
+
+# ============================================================================ training
+def _callbacks(config, run_dir, history, backup_root=None):
+    watched = monitor(config)
+    previous = history.get(watched, [])
+    best = min((v for v in previous if math.isfinite(v)), default=None)
+    callbacks = []
+    if config["kl_warmup"]:
+        callbacks.append(KLWarmup(config["kl_warmup"]))
+    stop_on_nan = StopOnNaN()
+    callbacks.append(stop_on_nan)
+    # CSVLogger before BackupAndRestore: once an epoch's backup exists, its row is written.
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_FILE), append=True))
+    callbacks.append(keras.callbacks.ModelCheckpoint(
+        os.path.join(run_dir, BEST_WEIGHTS), monitor=watched, mode="min", save_best_only=True,
+        save_weights_only=True, initial_value_threshold=best))
+    if config["early_stopping"]:
+        callbacks.append(ResumableEarlyStopping(
+            previous, monitor=watched, mode="min", patience=config["early_stopping"],
+            start_from_epoch=config["kl_warmup"], verbose=1))
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                 write_graph=False, profile_batch=0))
+    if config.get("strategy") == "multiworker":  # the chief writes, every worker restores
+        callbacks.append(distribute.BackupAndRestore(os.path.join(backup_root, BACKUP_DIR),
+                                                     delete_checkpoint=False))
+    else:
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
+                                                          double_checkpoint=True,
+                                                          delete_checkpoint=False))
+    return callbacks, stop_on_nan
+
+
+def train(config, run_dir, overwrite=False, verbose=1):
+    """Trains (or resumes) the run `config` describes in `run_dir`, then evaluates it on the test
+    split and draws its pictures.
+
+    Args:
+        config: from `make_config`.
+        run_dir: the run directory (see the module docstring).
+        overwrite: replace an existing run in `run_dir` (only if it is a keras-vae run).
+        verbose: Keras verbosity (1: progress bar).
+
+    Returns:
+        The summary dict written to summary.json: test metrics (nats per example), epochs
+        trained, whether it resumed or stopped early, wall time in seconds.
+
+    Raises:
+        FileExistsError: see `prepare_run_dir`. TrainingDiverged: the loss became NaN/inf.
+    """
+    started = time.time()
+    # Strategy first: a multi-worker cluster must form before other TensorFlow work.
+    strategy = distribute.get_strategy(config.get("strategy", "default"))
+    backup_root = run_dir
+    if not distribute.is_chief(strategy):  # other workers keep their files apart
+        task_type, task_id, _ = distribute._task(strategy)
+        run_dir = os.path.join(run_dir, f"{task_type}-{task_id}")
+    previous_policy = keras.mixed_precision.dtype_policy().name
+    distribute.set_mixed_precision(config.get("mixed_precision"))
+    try:
+        return _train(config, run_dir, overwrite, verbose, strategy, backup_root, started)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+
+def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
+    state = prepare_run_dir(run_dir, config, overwrite)
+    keras.utils.set_random_seed(config["seed"])
+    model_path = os.path.join(run_dir, MODEL_FILE)
+    resumed_from = 0
+    if os.path.exists(model_path):  # killed after training, before the summary
+        print(f"{run_dir}: training had finished; loading {MODEL_FILE} to finish the run.")
+        vae = keras.saving.load_model(model_path)
+        stopped_early = False
+    else:
+        resumed_from = backup_epoch(run_dir) if state == "resume" else 0
+        truncate_history(run_dir, resumed_from)
+        if resumed_from:
+            print(f"Resuming {run_dir} after epoch {resumed_from} of {config['epochs']} "
+                  f"(state from {os.path.join(run_dir, BACKUP_DIR)}).")
+        train_ds = datasets.load(config["dataset"], "train", batch_size=config["batch_size"],
+                                 shuffle=True, binarize=config["binarize"], seed=config["seed"],
+                                 **data_options(config))
+        valid_ds = load_split(config, "valid")
+        with strategy.scope():
+            vae = build_model(config)
+        callbacks, stop_on_nan = _callbacks(config, run_dir, read_history(run_dir), backup_root)
+        vae.fit(train_ds, epochs=config["epochs"], validation_data=valid_ds,
+                callbacks=callbacks, verbose=verbose, shuffle=False)  # shuffled by tf.data
+        if stop_on_nan.stopped_at is not None:
+            epoch, batch = stop_on_nan.stopped_at
+            raise TrainingDiverged(
+                f"the loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1}; "
+                f"training stopped. Lower --lr (now {config['lr']:g}) or check the data, then "
+                "rerun with --overwrite.")
+        history = read_history(run_dir)
+        stopped_early = len(history.get("epoch", [])) < config["epochs"]
+        best_path = os.path.join(run_dir, BEST_WEIGHTS)
+        if os.path.exists(best_path):
+            vae.load_weights(best_path)
+        vae.beta.assign(vae.beta_target)  # the saved model's loss is the configured one
+        distribute.save_model(vae, model_path, strategy)  # only the chief writes elsewhere
+        shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
+
+    metrics = evaluate_model(vae, config, "test")
+    watched = monitor(config)
+    pictures = draw_pictures(vae, config, run_dir)
+    history = read_history(run_dir)
+    summary = dict(test=metrics, epochs_trained=len(history.get("epoch", [])),
+                   resumed_from_epoch=resumed_from, stopped_early=stopped_early,
+                   best_epoch=(int(np.nanargmin(history[watched])) + 1
+                               if history.get(watched) else None),
+                   pictures=pictures, seconds=round(time.time() - started, 1))
+    write_json(os.path.join(run_dir, SUMMARY_FILE), summary)
+    return summary
+
+
+def evaluate_model(vae, config, split="test"):
+    """-ELBO and its terms on a split: dict with neg_elbo, reconstruction, kl (nats per example,
+    one Monte Carlo draw of z per example unless num_samples > 1), loss, num_examples."""
+    ds = load_split(config, split, batch_size=500)
+    vae.reset_metrics()
+    result = vae.evaluate(ds, return_dict=True, verbose=0)
+    num = sum(int(b.shape[0]) for b in ds)
+    out = {k: float(result[k]) for k in ("neg_elbo", "reconstruction", "kl", "loss")}
+    out["num_examples"] = num
+    out["split"] = split
+    return out
+
+
+def draw_pictures(vae, config, run_dir, n_images=16):
+    """Writes the run's PNGs into `run_dir` and returns their file names."""
+    written = []
+    history = read_history(run_dir)
+    if history:
+        plots.save_training_curves(history, os.path.join(run_dir, "curves.png"))
+        written.append("curves.png")
+    x, labels = load_split(config, "test", limit=2000, numpy=True)
+    z_mean = vae.encode(x)[0]
+    plots.save_latent_scatter(z_mean, labels, os.path.join(run_dir, "latent.png"))
+    written.append("latent.png")
+    image_shape = config["image_shape"]
+    if image_shape is not None:
+        originals = x[:n_images]
+        recon = vae.reconstruct(originals)
+        plots.save_reconstructions(plots.as_images(originals, image_shape),
+                                   plots.as_images(recon, image_shape),
+                                   os.path.join(run_dir, "reconstructions.png"))
+        samples = vae.sample(64, seed=config["seed"])
+        plots.save_image_grid(plots.as_images(samples, image_shape),
+                              os.path.join(run_dir, "samples.png"), ncols=8)
+        written += ["reconstructions.png", "samples.png"]
+        if vae.latent_dim == 2:
+            plots.save_latent_manifold(vae.decode, image_shape,
+                                       os.path.join(run_dir, "manifold.png"))
+            written.append("manifold.png")
+    return written
