@@ -58,7 +58,16 @@ from keras_vae.zoo.downloader import (
     download,
     info,
 )
+from keras_vae.zoo.fetch import TIMEOUT_ENV
 from keras_vae.zoo.loader import LOAD_OVERRIDES, load
+from keras_vae.zoo.preset import (
+    export_preset,
+    from_preset,
+    pull,
+    push,
+    read_preset,
+    write_preset,
+)
 from keras_vae.zoo.registry import REGISTRY, list, released_names, table  # noqa: A004
 
 __all__ = [
@@ -79,4 +88,11 @@ __all__ = [
     "OFFLINE_ENV",
     "URL_ENV",
     "LOAD_OVERRIDES",
+    "TIMEOUT_ENV",
+    "from_preset",
+    "pull",
+    "push",
+    "read_preset",
+    "write_preset",
+    "export_preset",
 ]

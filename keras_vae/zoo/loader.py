@@ -3,7 +3,7 @@
 import builtins
 import math
 
-from keras_vae.model import VAE, register_preset_loader
+from keras_vae.model import VAE
 from keras_vae.zoo.downloader import download
 from keras_vae.zoo.registry import ARCHITECTURES, get_entry
 
@@ -72,5 +72,3 @@ def load(name, base_url=None, offline=None, cache_dir=None, compile=True, verbos
         vae.compile(optimizer=keras.optimizers.Adam(entry["train"]["learning_rate"]))
     return vae
 
-
-register_preset_loader(load)
