@@ -47,7 +47,8 @@ def files_under(folder):
 class FakeHub:
     """The endpoints huggingface_hub uses to download and upload a model repository, served on
     127.0.0.1 from memory: HEAD/GET /{repo}/resolve/{revision}/{file}, GET
-    /api/models/{repo}/revision/{revision}, POST /api/repos/create, POST
+    /api/models/{repo}/revision/{revision}, GET /api/models/{repo}/tree/{revision}, POST
+    /api/validate-yaml, POST /api/repos/create, POST
     /api/models/{repo}/preupload/{revision}, POST /api/models/{repo}/commit/{revision}, GET
     /api/whoami-v2. Every upload is a commit (a full snapshot with a 40-hex id); branches map to
     commits. `modes[file]` changes how GET serves a file: "corrupt" (one byte flipped),
@@ -107,6 +108,14 @@ class FakeHub:
                                        "private": False, "siblings": [
                                            {"rfilename": f, "size": len(b)}
                                            for f, b in sorted(files.items())]})
+                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path)
+                if m:  # the file list snapshot_download (keras.saving.load_model) reads
+                    repo, sha = hub_server.resolve(m.group(1), urllib.parse.unquote(m.group(2)))
+                    if repo is None:
+                        return self._error(404, "RevisionNotFound")
+                    return self._json([{"type": "file", "path": f, "size": len(b),
+                                        "oid": sha256_bytes(b)}
+                                       for f, b in sorted(repo["commits"][sha].items())])
                 m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
                 if not m:
                     return self._error(404, "NotFound")
@@ -591,6 +600,28 @@ def test_hub_bad_file_raises_and_leaves_nothing_usable(fake_hub, tmp_path, mode)
         == zoo.REGISTRY[SMALL]["sha256"]
 
 
+def test_hub_ctrl_c_leaves_no_partial_file(fake_hub, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a Hub transfer (raised where the bytes arrive) leaves neither
+    a blob nor a partial file; the next load downloads and verifies the file."""
+    publish_zoo_small(fake_hub)
+    real = hub._limited_progress
+
+    def interrupting(limit):
+        class Interrupt(real(limit)):
+            def update(self, n=1):
+                raise KeyboardInterrupt
+        return Interrupt
+
+    monkeypatch.setattr(hub, "_limited_progress", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        kv.VAE.from_preset(f"hf://keras-vae/{SMALL}", verbose=False)
+    assert ("GET", f"/keras-vae/{SMALL}/resolve/main/model.weights.h5") in fake_hub.requests
+    assert hf_cache_files(tmp_path) == []
+    monkeypatch.setattr(hub, "_limited_progress", real)
+    kv.VAE.from_preset(f"hf://keras-vae/{SMALL}", verbose=False)
+    assert [sha256(p) for p in hf_cache_files(tmp_path)] == [zoo.REGISTRY[SMALL]["sha256"]]
+
+
 def test_hub_stalled_download_is_given_up_in_bounded_time(fake_hub, tmp_path, monkeypatch):
     publish_zoo_small(fake_hub)
     fake_hub.modes["model.weights.h5"] = "stall"
@@ -723,7 +754,7 @@ def test_wheel_ships_the_digits_presets_and_loads_one_offline(tmp_path):
                            "['purelib'])"], capture_output=True, text=True).stdout.strip()
     (Path(site) / "shared_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     got = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-                          "--no-deps", "--no-index", str(wheel)],
+                          "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
                          capture_output=True, text=True, timeout=300)
     assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
     script = """
@@ -731,7 +762,7 @@ import json, math, sys
 import numpy as np
 import keras_vae as kv
 from sklearn.datasets import load_digits
-assert "site-packages" in kv.__file__, kv.__file__
+assert kv.__file__.startswith(sys.prefix), (kv.__file__, sys.prefix)
 assert kv.zoo.downloader.checkout_weights() is None
 vae = kv.VAE.from_preset("kw_digits_z2")
 card = kv.zoo.REGISTRY["kw_digits_z2"]["results"]
@@ -748,3 +779,19 @@ print(json.dumps({"neg_elbo": -float(np.mean(got)), "card": card["test_neg_elbo"
     assert got.returncode == 0, got.stderr[-3000:]
     result = json.loads(got.stdout.strip().splitlines()[-1])
     assert abs(result["neg_elbo"] - result["card"]) < result["stderr"], result
+
+
+# ----------------------------------------------------------------- the README's zoo example
+def test_readme_zoo_example_runs_offline_with_no_settings(monkeypatch, packaged_small):
+    """The 'Model zoo' Python block as printed, on this checkout with no zoo variables and the
+    network off: the checkout's weights/ and the packaged presets serve it."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Model zoo\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "from_preset(" in code
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(zoo.OFFLINE_ENV, "1")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["vae"].latent_dim == 20 and namespace["images"].shape == (16, 784)
+    assert same_weights(namespace["digits"], packaged_small)
