@@ -606,8 +606,8 @@ def test_hub_ctrl_c_leaves_no_partial_file(fake_hub, tmp_path, monkeypatch):
     publish_zoo_small(fake_hub)
     real = hub._limited_progress
 
-    def interrupting(limit):
-        class Interrupt(real(limit)):
+    def interrupting(limit, verbose=True):
+        class Interrupt(real(limit, verbose)):
             def update(self, n=1):
                 raise KeyboardInterrupt
         return Interrupt

@@ -20,6 +20,7 @@ On top of it every file is bounded and verified:
 import contextlib
 import glob
 import os
+import sys
 import time
 
 from keras_vae import __version__
@@ -93,11 +94,17 @@ class _TooMuchData(Exception):
     pass
 
 
-def _limited_progress(limit):
-    """A huggingface_hub progress bar class that stops a download past `limit` bytes."""
+def _limited_progress(limit, verbose=True):
+    """A huggingface_hub progress bar class that stops a download past `limit` bytes (and
+    shows nothing unless `verbose`)."""
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Limited(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            if not verbose:
+                kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
         def update(self, n=1):
             self.received = getattr(self, "received", 0) + (n or 0)
             if self.received > limit:
@@ -183,10 +190,13 @@ def download(handle, filename, sha256=None, size_bytes=None, what=None, offline_
     limit = size_limit(size_bytes) if size_bytes else PRESET_JSON_LIMIT
     started = time.time()
     timeout = download_timeout()
+    if verbose:
+        print(f"Downloading {filename} of {what}", file=sys.stderr)
     try:
         with _timeouts(timeout):
             path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache,
-                                   endpoint=endpoint(), tqdm_class=_limited_progress(limit),
+                                   endpoint=endpoint(),
+                                   tqdm_class=_limited_progress(limit, verbose),
                                    library_name="keras-vae", library_version=__version__,
                                    etag_timeout=timeout)
     except _TooMuchData:
