@@ -617,6 +617,12 @@ def test_hub_ctrl_c_leaves_no_partial_file(fake_hub, tmp_path, monkeypatch):
         kv.VAE.from_preset(f"hf://keras-vae/{SMALL}", verbose=False)
     assert ("GET", f"/keras-vae/{SMALL}/resolve/main/model.weights.h5") in fake_hub.requests
     assert hf_cache_files(tmp_path) == []
+    # A download killed long ago (SIGKILL) left a partial file: the next download removes it.
+    blobs = tmp_path / "hf_cache" / f"models--keras-vae--{SMALL}" / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    old = blobs / "0123abcd.deadbeef.incomplete"
+    old.write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
     monkeypatch.setattr(hub, "_limited_progress", real)
     kv.VAE.from_preset(f"hf://keras-vae/{SMALL}", verbose=False)
     assert [sha256(p) for p in hf_cache_files(tmp_path)] == [zoo.REGISTRY[SMALL]["sha256"]]

@@ -95,10 +95,8 @@ def info(name):
 
 # --------------------------------------------------------------------------------- download
 def _offline(offline):
-    """The mirror's offline switch: `offline`, else $KERAS_VAE_OFFLINE."""
-    if offline is not None:
-        return bool(offline)
-    return hub._truthy(os.environ.get(OFFLINE_ENV))
+    """The offline switch: `offline`, else $KERAS_VAE_OFFLINE or $HF_HUB_OFFLINE."""
+    return hub.offline(offline)
 
 
 def _base_url(base_url):

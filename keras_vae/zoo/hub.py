@@ -115,16 +115,20 @@ def _limited_progress(limit, verbose=True):
 
 
 @contextlib.contextmanager
-def _timeouts(seconds):
-    """huggingface_hub reads its timeouts from module constants: set them for one call."""
+def _online_with_timeouts(seconds):
+    """huggingface_hub reads its timeouts and offline switch from module constants, set once
+    at its import: set them for one call (made only when `offline()` says online now)."""
     from huggingface_hub import constants
 
-    saved = constants.HF_HUB_DOWNLOAD_TIMEOUT, constants.HF_HUB_ETAG_TIMEOUT
+    saved = (constants.HF_HUB_DOWNLOAD_TIMEOUT, constants.HF_HUB_ETAG_TIMEOUT,
+             constants.HF_HUB_OFFLINE)
     constants.HF_HUB_DOWNLOAD_TIMEOUT = constants.HF_HUB_ETAG_TIMEOUT = seconds
+    constants.HF_HUB_OFFLINE = False
     try:
         yield
     finally:
-        constants.HF_HUB_DOWNLOAD_TIMEOUT, constants.HF_HUB_ETAG_TIMEOUT = saved
+        (constants.HF_HUB_DOWNLOAD_TIMEOUT, constants.HF_HUB_ETAG_TIMEOUT,
+         constants.HF_HUB_OFFLINE) = saved
 
 
 def _repo_folder(cache, repo_id):
@@ -193,7 +197,7 @@ def download(handle, filename, sha256=None, size_bytes=None, what=None, offline_
     if verbose:
         print(f"Downloading {filename} of {what}", file=sys.stderr)
     try:
-        with _timeouts(timeout):
+        with _online_with_timeouts(timeout):
             path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache,
                                    endpoint=endpoint(),
                                    tqdm_class=_limited_progress(limit, verbose),
@@ -242,13 +246,16 @@ def download(handle, filename, sha256=None, size_bytes=None, what=None, offline_
     return path
 
 
-def _remove_partials(cache, repo_id, since):
+def _remove_partials(cache, repo_id, since, max_age_s=3600.0):
     """Removes `*.incomplete` files this download may have left (huggingface_hub removes its
-    own; this is the guarantee, not the mechanism)."""
+    own; this is the guarantee, not the mechanism), and those of downloads killed long ago
+    (SIGKILL, power loss: older than `max_age_s`; running downloads are younger)."""
     blobs = os.path.join(_repo_folder(cache, repo_id), "blobs")
+    now = time.time()
     for part in glob.glob(os.path.join(glob.escape(blobs), "*.incomplete")):
         try:
-            if os.path.getmtime(part) >= since - 1:
+            mtime = os.path.getmtime(part)
+            if mtime >= since - 1 or now - mtime > max_age_s:
                 os.remove(part)
         except OSError:
             pass
