@@ -526,7 +526,7 @@ def test_mirror_gives_up_on_a_stalled_server(mirror, tmp_path, monkeypatch):
         zoo.download(SMALL, base_url=mirror.url, verbose=False)
 
 
-def test_mirror_ctrl_c_leaves_no_partial_file(mirror, tmp_path, monkeypatch):
+def test_mirror_ctrl_c_leaves_no_partial_file(mirror, tmp_path, monkeypatch, capsys):
     from keras_vae.zoo import fetch
 
     mirror.modes[f"{SMALL}.weights.h5"] = "ok"
@@ -540,6 +540,13 @@ def test_mirror_ctrl_c_leaves_no_partial_file(mirror, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "_progress", interrupting)
     with pytest.raises(KeyboardInterrupt):
         zoo.download(SMALL, base_url=mirror.url, verbose=False)
+    assert files_under(tmp_path / "keras_home" / "models" / "keras_vae") == []
+    from keras_vae.cli import main
+
+    assert main(["zoo", "download", SMALL, "--base-url", mirror.url]) == 130  # the CLI: one line
+    err = capsys.readouterr().err
+    (line,) = [l for l in err.splitlines() if "error" in l]
+    assert "interrupted" in line and SMALL in line and "Traceback" not in err
     assert files_under(tmp_path / "keras_home" / "models" / "keras_vae") == []
     monkeypatch.setattr(fetch, "_progress", real)
     assert sha256(zoo.download(SMALL, base_url=mirror.url, verbose=False)) == \

@@ -32,7 +32,12 @@ def _cmd_info(args):
 def _cmd_download(args):
     names = args.names or released_names()
     for name in names:
-        path = download(name, base_url=args.base_url, offline=args.offline or None)
+        try:
+            path = download(name, base_url=args.base_url, offline=args.offline or None)
+        except KeyboardInterrupt:  # Ctrl-C: the partial file is already gone
+            print(f"keras-vae zoo: error: interrupted while fetching {name!r}; nothing was "
+                  "kept in the cache. Run the command again to fetch it.", file=sys.stderr)
+            return 130
         print(f"{name}\t{path}")
     return 0
 
