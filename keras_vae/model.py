@@ -516,12 +516,16 @@ class VAE(keras.Model):
             self.check_data(val, "validation_data")
         batch_size = args[0] if args else kwargs.get("batch_size")
         self._match_steps_per_execution(x, batch_size, kwargs.get("steps_per_epoch"))
-        callbacks = kwargs.get("callbacks")
+        positional = len(args) > 3  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+        callbacks = args[3] if positional else kwargs.get("callbacks")
         guard = None
         if stop_on_nan and not any(isinstance(c, keras.callbacks.TerminateOnNaN)
                                    for c in (callbacks or [])):
             guard = _NonFiniteGuard()
-            kwargs["callbacks"] = [*(callbacks or []), guard]
+            if positional:
+                args = (*args[:3], [*(callbacks or []), guard], *args[4:])
+            else:
+                kwargs["callbacks"] = [*(callbacks or []), guard]
         history = super().fit(x, y, *args, validation_data=validation_data, **kwargs)
         if guard is not None and guard.stopped_at is not None:
             guard.restore()
