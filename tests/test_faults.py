@@ -426,6 +426,7 @@ def test_fit_stops_on_nan_on_jax_too():
 
 
 # ----------------------------------------------------------------------------- item 11
+@pytest.mark.large
 def test_scale_options_reach_the_shape_check(tmp_path, capsys):
     rng = np.random.default_rng(0)
     real = tmp_path / "real.npz"
