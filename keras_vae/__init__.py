@@ -19,10 +19,11 @@ from keras_vae.distributions import (
 )
 from keras_vae.exporting import export
 from keras_vae.layers import MaskedConv2D, Sampling, ScaleTril
-from keras_vae.model import VAE
+from keras_vae.model import VAE, NonFiniteLoss
 
 __all__ = [
     "VAE",
+    "NonFiniteLoss",
     "export",
     "Sampling",
     "MaskedConv2D",

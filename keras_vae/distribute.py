@@ -48,6 +48,8 @@ import tempfile
 
 import keras
 
+from keras_vae.files import atomic_save_model
+
 STRATEGIES = ("default", "mirrored", "multiworker")
 MIXED_PRECISION_POLICIES = (None, "mixed_float16", "mixed_bfloat16")
 
@@ -285,7 +287,7 @@ def save_model(model, path, strategy=None):
     """
     strategy = strategy or getattr(model, "distribute_strategy", None)
     if is_chief(strategy):
-        model.save(path)
+        atomic_save_model(model, path)  # a temporary name, then os.replace
         return path
     temp = _worker_temp_dir(strategy)
     try:

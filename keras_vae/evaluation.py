@@ -160,6 +160,10 @@ def _compiled(vae):
 
 def _plan(n, num_samples, features, batch_size, chunk_size, max_elements):
     """Examples per call B and samples per call S within max_elements = S * B * features."""
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, np.integer)) or value < 1):  # before dividing by it
+            raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}.")
     rows = max(1, int(max_elements) // max(1, features))
     if chunk_size is None:
         per_example = rows if batch_size is None else max(1, rows // batch_size)

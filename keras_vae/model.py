@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from keras_vae import distributions, evaluation, networks
+from keras_vae.callbacks.stop_on_nan import StopOnNaN
 from keras_vae.layers import Sampling
 from keras_vae.networks import decode_samples
 
@@ -84,6 +85,50 @@ def _xla_by_default(model, run_eagerly):
     )
 
     return model_supports_jit(model)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+
+
+class NonFiniteLoss(RuntimeError):
+    """`VAE.fit` stopped because the loss became NaN or infinite; the message names where."""
+
+
+class _NonFiniteGuard(StopOnNaN):
+    """StopOnNaN that keeps the model's and optimizer's variables of the start of each epoch,
+    so `VAE.fit` can put them back after stopping on a non-finite loss."""
+
+    def _variables(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return list(self.model.variables) + list(getattr(optimizer, "variables", []) or [])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._saved = {id(v): ops.convert_to_numpy(v) for v in self._variables()}
+
+    def restore(self):
+        saved = getattr(self, "_saved", {})
+        for variable in self._variables():
+            value = saved.get(id(variable))
+            if value is None:  # created during the epoch (the optimizer's slots): start over
+                value = np.zeros(tuple(variable.shape),
+                                 keras.backend.standardize_dtype(variable.dtype))
+            variable.assign(value)
+
+    def message(self, model):
+        epoch, batch = self.stopped_at
+        per_execution = int(getattr(model, "steps_per_execution", 1) or 1)
+        where = (f"batch {batch + 1}" if per_execution == 1 else
+                 f"one of batches {max(1, batch + 2 - per_execution)}-{batch + 1} (run "
+                 f"{per_execution} per compiled execution; compile with "
+                 "steps_per_execution=1 to find the batch)")
+        return (f"the loss became NaN or infinite in epoch {epoch + 1}, {where}; training "
+                f"stopped and the weights of the start of epoch {epoch + 1} were restored. "
+                "Check the data for NaN or infinite values, or lower the learning rate "
+                "(fit(..., stop_on_nan=False) trains on regardless).")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -405,7 +450,10 @@ class VAE(keras.Model):
         """Raises a ValueError naming the problem if `data` cannot be this VAE's input.
 
         Checks arrays fully (shape, finite values, [0, 1] range for Bernoulli) and the element
-        spec plus the first batch of a `tf.data.Dataset`.
+        spec plus the first batch of a `tf.data.Dataset`. Later batches of a dataset are not
+        read here: a NaN or infinity in one makes the loss non-finite, which stops `fit` (see
+        its `stop_on_nan`), but Bernoulli data outside [0, 1] after the first batch is not
+        detected (its loss stays finite).
         """
         arr = _as_numpy(data)
         if arr is None and hasattr(data, "element_spec"):
@@ -451,18 +499,40 @@ class VAE(keras.Model):
                     f"{what} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
                     "data in [0, 1]. Scale it (e.g. x / 255.0) or use likelihood='gaussian'.")
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+    def fit(self, x=None, y=None, *args, validation_data=None, stop_on_nan=True, **kwargs):
         """`keras.Model.fit` without targets (`y` stays None): x and validation_data are
-        checked first (shape, finiteness, [0, 1] for a Bernoulli likelihood), so bad data fails
-        with a message before any training. Returns the History (loss, reconstruction, kl,
-        neg_elbo per epoch, in nats per example)."""
+        checked first (see `check_data`), so bad data fails with a message before any training.
+        Returns the History (loss, reconstruction, kl, neg_elbo per epoch, in nats per example).
+
+        With `stop_on_nan` (the default) training stops as soon as the loss is NaN or infinite
+        (a NaN in a later batch of a dataset, a diverging learning rate): the weights and the
+        optimizer's state are put back to what they were at the start of that epoch and
+        `NonFiniteLoss` is raised, naming the epoch and the batch. The loss is looked at once
+        per compiled execution (`steps_per_execution` batches), so with more than one step
+        per execution the message names the batches of that execution. Passing your own
+        `keras.callbacks.TerminateOnNaN` (or `stop_on_nan=False`) turns this off.
+        """
         self.check_data(x, "x")
         if validation_data is not None:
             val = validation_data[0] if isinstance(validation_data, tuple) else validation_data
             self.check_data(val, "validation_data")
         batch_size = args[0] if args else kwargs.get("batch_size")
         self._match_steps_per_execution(x, batch_size, kwargs.get("steps_per_epoch"))
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        positional = len(args) > 3  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+        callbacks = args[3] if positional else kwargs.get("callbacks")
+        guard = None
+        if stop_on_nan and not any(isinstance(c, keras.callbacks.TerminateOnNaN)
+                                   for c in (callbacks or [])):
+            guard = _NonFiniteGuard()
+            if positional:
+                args = (*args[:3], [*(callbacks or []), guard], *args[4:])
+            else:
+                kwargs["callbacks"] = [*(callbacks or []), guard]
+        history = super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        if guard is not None and guard.stopped_at is not None:
+            guard.restore()
+            raise NonFiniteLoss(guard.message(self))
+        return history
 
     def _match_steps_per_execution(self, x, batch_size, steps_per_epoch):
         """Makes the steps per compiled execution divide the epoch's steps where it can.
@@ -498,6 +568,7 @@ class VAE(keras.Model):
 
     # ----------------------------------------------------------------- user API
     def _run_batched(self, fn, x, batch_size):
+        _check_batch_size(batch_size)
         outs = []
         for start in range(0, len(x), batch_size):
             out = fn(ops.convert_to_tensor(x[start:start + batch_size], dtype="float32"))
@@ -523,6 +594,9 @@ class VAE(keras.Model):
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (n, {self.latent_dim}), got {z.shape}.")
+        _check_batch_size(batch_size)
+        if len(z) == 0:  # empty in, empty out
+            return np.zeros((0,) + self.input_shape_, dtype="float32")
         if self.autoregressive:
             rng = np.random.default_rng(seed)  # one stream across the batches
             return self._run_batched(lambda b: self._draw_pixels(b, rng), z, batch_size)[0]
@@ -546,7 +620,12 @@ class VAE(keras.Model):
 
     def sample(self, n, seed=None):
         """Draws n points z ~ N(0, I) from the prior and returns E[x|z], shape (n, *input_shape)
-        (an autoregressive decoder: a draw x ~ p(x|z), see `decode`)."""
+        (an autoregressive decoder: a draw x ~ p(x|z), see `decode`). n = 0 gives an empty
+        array of that shape; n must be a whole number >= 0."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a whole number >= 0 (how many samples), got {n!r}.")
+        if n == 0:
+            return np.zeros((0,) + self.input_shape_, dtype="float32")
         z = keras.random.normal((int(n), self.latent_dim), seed=seed)
         return self.decode(ops.convert_to_numpy(z), seed=seed)
 

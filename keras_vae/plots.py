@@ -10,6 +10,8 @@ import statistics
 
 import numpy as np
 
+from keras_vae.files import atomic_path
+
 
 def _figure(width, height):
     from matplotlib.figure import Figure
@@ -64,10 +66,10 @@ def _write_png(grid, path):
     """8-bit grey (C=1) or RGB (C=3) PNG of values in [0, 1], rounded to the nearest level."""
     from PIL import Image  # pillow ships with matplotlib
     pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype("uint8")
-    if pixels.shape[-1] == 1:
-        Image.fromarray(pixels[..., 0], mode="L").save(path, format="png")
-    else:
-        Image.fromarray(pixels, mode="RGB").save(path, format="png")
+    image = (Image.fromarray(pixels[..., 0], mode="L") if pixels.shape[-1] == 1
+             else Image.fromarray(pixels, mode="RGB"))
+    with atomic_path(path) as tmp:  # a temporary name, then os.replace
+        image.save(tmp, format="png")
 
 
 def save_image_grid(images, path, ncols=None, min_tile_pixels=28, pad=1):
@@ -166,7 +168,8 @@ def save_latent_scatter(z_mean, labels, path, title="Latent means of test data")
     ax.set_ylabel(ylabel)
     k = np.asarray(z_mean).shape[1]
     ax.set_title(title + (f" (PCA of K={k})" if k > 2 else ""))
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     return coords
 
 
@@ -207,5 +210,6 @@ def save_training_curves(history, path):
         twin.plot(epochs, history["beta"], color="grey", linestyle="--", label="beta")
         twin.set_ylabel("beta (KL weight)")
         twin.legend(loc="center right")
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     return fig

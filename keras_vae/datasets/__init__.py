@@ -28,6 +28,7 @@ import gzip
 import math
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -189,8 +190,9 @@ def _auto_scale(splits, label):
     if integer and lo >= 0 and hi <= 255:
         return 255.0
     raise ValueError(f"{label} has values in [{lo:g}, {hi:g}]; scale='auto' only knows [0, 1] "
-                     "data and 0..255 bytes. Pass scale=<the maximum value> to divide by it, or "
-                     "scale=None to keep the values (for a Gaussian likelihood).")
+                     "data and 0..255 bytes. Pass scale=<the maximum value> (--scale MAX) to divide "
+                     "by it, or scale=None (--scale none) to keep the values (for a Gaussian "
+                     "likelihood).")
 
 
 def _load_digits(_name="digits"):
@@ -254,31 +256,52 @@ def _load_npz(path):
 def read_idx(path):
     """Reads one IDX file (the MNIST format), gzipped or not, into a NumPy array.
 
+    The header is read first and only the bytes it declares are read after it, in blocks, so
+    memory stays bounded by the declared size even for a file (or a gzip stream) that holds
+    far more: one byte past the declared data is enough to reject trailing data.
+
     Returns:
         Array with the file's dimensions, e.g. (n, 28, 28) uint8 for images, (n,) for labels.
 
     Raises:
-        ValueError: naming the path if the header is invalid or the data is truncated.
+        ValueError: naming the path if the header is invalid, the data is truncated or more
+            data follows than the header declares.
     """
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+            magic = handle.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise ValueError(f"{path} is not an IDX file: its header {magic.hex()} is not "
+                                 "00 00 <type> <ndim>.")
+            dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+            sizes = handle.read(4 * ndim)
+            if ndim < 1 or len(sizes) < 4 * ndim:
+                raise ValueError(f"{path} is not a valid IDX file: truncated header.")
+            dims = tuple(int.from_bytes(sizes[4 * i:4 * i + 4], "big") for i in range(ndim))
+            expected = math.prod(dims) * dtype.itemsize
+            if not path.endswith(".gz"):  # a plain file's size is known before reading it
+                available = os.fstat(handle.fileno()).st_size - 4 - 4 * ndim
+                if available != expected:
+                    raise ValueError(
+                        f"{path} is truncated or corrupt: its header announces shape {dims} "
+                        f"({expected} bytes) but {available} bytes follow.")
+            blocks, got = [], 0
+            while got < expected:  # memory grows with the data actually present
+                block = handle.read(min(1 << 22, expected - got))
+                if not block:
+                    break
+                blocks.append(block)
+                got += len(block)
+            if got < expected:
+                raise ValueError(f"{path} is truncated or corrupt: its header announces shape "
+                                 f"{dims} ({expected} bytes) but only {got} bytes follow.")
+            if handle.read(1):
+                raise ValueError(f"{path} is corrupt: more data follows the {expected} bytes "
+                                 f"its header announces (shape {dims}).")
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"Cannot read {path}: {err}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file: its header {raw[:4].hex()} is not "
-                         "00 00 <type> <ndim>.")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if ndim < 1 or len(raw) < header:
-        raise ValueError(f"{path} is not a valid IDX file: truncated header.")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = math.prod(dims) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(f"{path} is truncated or corrupt: its header announces shape {dims} "
-                         f"({expected} bytes) but {len(raw) - header} bytes follow.")
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    array = np.frombuffer(b"".join(blocks), dtype=dtype).reshape(dims)
     return array.astype(dtype.newbyteorder("="))  # native byte order
 
 
@@ -459,10 +482,11 @@ def load_numpy(name_or_path="digits", split="train", *, binarize=None, flatten=T
     return np.concatenate(xs), (np.concatenate(ys) if has_labels else None)
 
 
-def example_shape(name_or_path, flatten=True, data_dir=None):
-    """The per-example shape `load(name_or_path, flatten=...)` yields, e.g. (64,) or (8, 8, 1)."""
+def example_shape(name_or_path, flatten=True, data_dir=None, scale="auto"):
+    """The per-example shape `load(name_or_path, flatten=..., scale=...)` yields, e.g. (64,) or
+    (8, 8, 1); `scale` as in `load` (with "auto", data outside [0, 1] and 0..255 is refused)."""
     ds = load(name_or_path, "test", flatten=flatten, cache=False, prefetch=False, limit=1,
-              data_dir=data_dir)
+              data_dir=data_dir, scale=scale)
     return tuple(int(d) for d in ds.element_spec.shape)
 
 

@@ -8,6 +8,8 @@
 
 A run directory holds everything about one training run:
 
+    .keras-vae-run     keras-vae's mark: only a marked folder is resumed or replaced
+    .keras-vae.lock    held while `train` writes the run (the holder's pid, host, start time)
     config.json        the options, enough to rebuild the data and the model (`build_model`)
     history.csv        one row of metrics per epoch (training and `val_` validation)
     backup/            Keras BackupAndRestore state while training runs: a rerun of the same
@@ -20,7 +22,8 @@ A run directory holds everything about one training run:
     evaluation.json    written by `keras-vae evaluate`
 
 A finished run, or a directory holding a run with other options, is never overwritten unless
-`--overwrite` is given.
+`--overwrite` is given, and `--overwrite` deletes only a run's own files. Every file is written
+to a temporary name and renamed (see README, Reliability).
 """
 
 from keras_vae.callbacks import KLWarmup, ResumableEarlyStopping, StopOnNaN

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from keras_vae import datasets, plots
+from keras_vae.files import atomic_path
 from keras_vae.model import OBJECTIVES
 from keras_vae.training.config import (
     DEFAULT_HIDDEN,
@@ -60,7 +61,8 @@ def run_train(args):
         hidden_units=None if args.hidden_units is None else _hidden_units(args.hidden_units),
         binarize=None if args.binarize == "none" else args.binarize, scale=_scale(args.scale),
         seed=args.seed, early_stopping=args.early_stopping, data_dir=args.data_dir,
-        strategy=args.strategy, mixed_precision=args.mixed_precision)
+        strategy=args.strategy, mixed_precision=args.mixed_precision,
+        allow_large=args.allow_large)
     run_dir = args.run_dir or os.path.join(
         "runs", f"{os.path.basename(config['dataset']).split('.')[0].replace('/', '-')}-"
                 f"{config['model']}-k{config['latent_dim']}")
@@ -109,7 +111,8 @@ def run_sample(args):
     vae, config = load_run(args.run_dir)
     samples = vae.sample(args.n, seed=args.seed)
     if args.out.lower().endswith(".npy"):
-        np.save(args.out, samples)
+        with atomic_path(args.out) as tmp:  # a temporary name, then os.replace
+            np.save(tmp, samples)
     else:
         plots.save_image_grid(plots.as_images(samples, _image_shape(config)), args.out)
     print(f"Wrote {args.n} samples from the prior to {args.out}")
@@ -177,6 +180,9 @@ def add_commands(subparsers):
                    help="where the run is written (default runs/DATASET-MODEL-kK)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run in --run-dir")
+    p.add_argument("--allow-large", action="store_true",
+                   help="accept sizes above the sanity limits (e.g. --latent-dim above 4096, "
+                        "--epochs above 100000)")
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser("evaluate", help="-ELBO, reconstruction and KL of a trained run",

@@ -4,6 +4,7 @@ import keras
 
 from keras_vae import datasets
 from keras_vae.model import OBJECTIVES, VAE, monitored_metric
+from keras_vae.training.limits import check_limits
 
 MODELS = ("kingma-welling", "mlp", "conv", "pixel-cnn")
 DEFAULT_HIDDEN = {"kingma-welling": (500,), "mlp": (512, 256), "conv": (32, 64),
@@ -71,6 +72,7 @@ def check_config(config):
     if config["likelihood"] == "bernoulli" and config["scale"] is None:
         raise ValueError("The Bernoulli likelihood needs data in [0, 1]: do not combine "
                          "--scale none with --likelihood bernoulli.")
+    check_limits(config)  # sizes, before anything is built
 
 
 def data_options(config):
@@ -123,11 +125,12 @@ def make_config(dataset, model="kingma-welling", latent_dim=2, epochs=50, batch_
                 lr=1e-3, beta=1.0, kl_warmup=0, num_samples=1, posterior="diagonal",
                 likelihood="bernoulli", hidden_units=None, binarize=None, scale="auto", seed=0,
                 early_stopping=None, data_dir=None, strategy="default", mixed_precision=None,
-                objective="elbo"):
+                objective="elbo", allow_large=False):
     """A complete, checked run configuration (dict) with the data shapes filled in.
 
     `dataset` is a known name or a path (made absolute). Adds `input_shape` (what the model
-    takes) and `image_shape` (how examples are drawn, None for non-image data).
+    takes) and `image_shape` (how examples are drawn, None for non-image data). Sizes above
+    `limits.LIMITS` are refused unless `allow_large`.
     """
     kind, key = datasets.describe_source(dataset)
     config = dict(dataset=key, data_dir=data_dir, model=model, latent_dim=latent_dim,
@@ -136,12 +139,15 @@ def make_config(dataset, model="kingma-welling", latent_dim=2, epochs=50, batch_
                   beta=float(beta), kl_warmup=kl_warmup, epochs=epochs, batch_size=batch_size,
                   lr=float(lr), seed=seed, binarize=binarize, scale=scale,
                   early_stopping=early_stopping, strategy=strategy,
-                  mixed_precision=mixed_precision, objective=objective)
+                  mixed_precision=mixed_precision, objective=objective,
+                  allow_large=bool(allow_large))
     check_config(config)
     options = data_options(config)
-    config["input_shape"] = list(datasets.example_shape(key, options["flatten"], data_dir))
+    config["input_shape"] = list(datasets.example_shape(key, options["flatten"], data_dir,
+                                                        scale=config["scale"]))
     try:
-        config["image_shape"] = list(datasets.example_shape(key, False, data_dir))
+        config["image_shape"] = list(datasets.example_shape(key, False, data_dir,
+                                                            scale=config["scale"]))
     except ValueError:
         config["image_shape"] = None
     from keras_vae import __version__

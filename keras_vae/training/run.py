@@ -10,7 +10,12 @@ import keras
 import numpy as np
 
 from keras_vae import datasets, distribute, plots
-from keras_vae.callbacks import KLWarmup, ResumableEarlyStopping, StopOnNaN
+from keras_vae.callbacks import (
+    HistoryLogger,
+    KLWarmup,
+    ResumableEarlyStopping,
+    StopOnNaN,
+)
 from keras_vae.training.config import build_model, data_options, load_split, monitor
 from keras_vae.training.runs import (
     BACKUP_DIR,
@@ -19,8 +24,10 @@ from keras_vae.training.runs import (
     MODEL_FILE,
     SUMMARY_FILE,
     backup_epoch,
+    finished_model,
     prepare_run_dir,
     read_history,
+    run_lock,
     truncate_history,
     write_json,
 )
@@ -41,7 +48,7 @@ def _callbacks(config, run_dir, history, backup_root=None):
     stop_on_nan = StopOnNaN()
     callbacks.append(stop_on_nan)
     # CSVLogger before BackupAndRestore: once an epoch's backup exists, its row is written.
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_FILE), append=True))
+    callbacks.append(HistoryLogger(os.path.join(run_dir, HISTORY_FILE)))  # atomic rewrites
     callbacks.append(keras.callbacks.ModelCheckpoint(
         os.path.join(run_dir, BEST_WEIGHTS), monitor=watched, mode="min", save_best_only=True,
         save_weights_only=True, initial_value_threshold=best))
@@ -88,7 +95,8 @@ def train(config, run_dir, overwrite=False, verbose=1):
     previous_policy = keras.mixed_precision.dtype_policy().name
     distribute.set_mixed_precision(config.get("mixed_precision"))
     try:
-        return _train(config, run_dir, overwrite, verbose, strategy, backup_root, started)
+        with run_lock(run_dir):  # one writer per run directory
+            return _train(config, run_dir, overwrite, verbose, strategy, backup_root, started)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
@@ -98,9 +106,8 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
     keras.utils.set_random_seed(config["seed"])
     model_path = os.path.join(run_dir, MODEL_FILE)
     resumed_from = 0
-    if os.path.exists(model_path):  # killed after training, before the summary
-        print(f"{run_dir}: training had finished; loading {MODEL_FILE} to finish the run.")
-        vae = keras.saving.load_model(model_path)
+    vae = finished_model(run_dir, config)  # killed after training: loaded, or repaired
+    if vae is not None:
         stopped_early = False
     else:
         resumed_from = backup_epoch(run_dir) if state == "resume" else 0
