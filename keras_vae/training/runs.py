@@ -8,6 +8,7 @@ import shutil
 import keras
 
 from keras_vae.training.config import RUN_OPTIONS, option_value
+from keras_vae.training.recipe import upgrade_config
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -121,4 +122,4 @@ def load_run(run_dir):
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{run_dir} has no {MODEL_FILE} yet: its training has not "
                                 "finished. Rerun the same `keras-vae train` command to resume.")
-    return keras.saving.load_model(model_path), read_json(config_path)
+    return keras.saving.load_model(model_path), upgrade_config(read_json(config_path))

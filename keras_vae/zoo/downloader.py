@@ -13,7 +13,7 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
-from keras_vae import __version__
+from keras_vae.version import __version__
 from keras_vae.files import file_sha256
 from keras_vae.zoo.registry import get_entry
 
