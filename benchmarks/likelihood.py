@@ -11,7 +11,7 @@ Resumable: a model whose results.json exists is skipped; a finished model.keras 
 results is only evaluated; interrupted training resumes from its BackupAndRestore checkpoint.
 
     nice -n 10 python benchmarks/likelihood.py                 # the real run (~45 min on 2 cores)
-    python benchmarks/likelihood.py --quick --out-dir /tmp/q   # seconds, synthetic data
+    python benchmarks/likelihood.py --quick --out-dir OUT   # seconds, synthetic data
 """
 
 import argparse

@@ -17,6 +17,7 @@ KERAS_VAE_VERBOSE=1 shows them all.
 """
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -81,29 +82,37 @@ def quiet_environment():
         os.environ.setdefault(name, value)
 
 
-def start_tensorflow_quietly():
-    """Imports TensorFlow and lets it look for accelerators with the process's stderr (fd 2)
-    redirected, then writes back what it printed except C++ log lines. TensorFlow writes
-    those lines (through absl, before its own log settings apply) from C++, which no Python
-    setting reaches. Does nothing when TensorFlow is not installed or already imported."""
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
-        return
+@contextlib.contextmanager
+def without_cpp_log_lines():
+    """Runs the block with the process's stderr (file descriptor 2, which C++ code writes to)
+    redirected to a temporary file, then writes back everything it got except C++ log lines."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # where the cuInit failure is logged
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-        capture.seek(0)
-        kept = [line for line in capture.read().decode(errors="replace").splitlines(True)
-                if not _CPP_LOG_LINE.match(line)]
-    sys.stderr.write("".join(kept))
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(True)
+                    if not _CPP_LOG_LINE.match(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def start_tensorflow_quietly():
+    """Imports TensorFlow and lets it look for accelerators `without_cpp_log_lines`: it writes
+    those lines from C++ (through absl, before its own log settings apply), which no Python
+    setting reaches. Does nothing when TensorFlow is not installed or already imported."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    with without_cpp_log_lines():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # where the cuInit failure is logged
 
 
 def quiet_start(verbose=False):

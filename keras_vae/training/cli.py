@@ -6,16 +6,8 @@ import sys
 
 import numpy as np
 
-from keras_vae import datasets, plots
-from keras_vae.model import OBJECTIVES
-from keras_vae.training.config import (
-    DEFAULT_HIDDEN,
-    MIXED_PRECISION,
-    MODELS,
-    STRATEGIES,
-    load_split,
-    make_config,
-)
+from keras_vae import plots
+from keras_vae.training.config import load_split, make_config
 from keras_vae.training.run import TrainingDiverged, evaluate_model, train
 from keras_vae.training.runs import load_run, write_json
 
@@ -60,7 +52,10 @@ def run_train(args):
         hidden_units=None if args.hidden_units is None else _hidden_units(args.hidden_units),
         binarize=None if args.binarize == "none" else args.binarize, scale=_scale(args.scale),
         seed=args.seed, early_stopping=args.early_stopping, data_dir=args.data_dir,
-        strategy=args.strategy, mixed_precision=args.mixed_precision)
+        strategy=args.strategy, mixed_precision=args.mixed_precision,
+        ema_momentum=args.ema_momentum, reduce_lr_patience=args.reduce_lr_patience,
+        reduce_lr_factor=args.reduce_lr_factor, min_learning_rate=args.min_lr,
+        time_limit=args.time_limit, deterministic=args.deterministic)
     run_dir = args.run_dir or os.path.join(
         "runs", f"{os.path.basename(config['dataset']).split('.')[0].replace('/', '-')}-"
                 f"{config['model']}-k{config['latent_dim']}")

@@ -138,7 +138,7 @@ def train(config, run_dir, overwrite=False, verbose=1):
     strategy = distribute.get_strategy(config.get("strategy", "default"))
     backup_root = run_dir
     if not distribute.is_chief(strategy):  # other workers keep their files apart
-        task_type, task_id, _ = distribute._task(strategy)
+        task_type, task_id, _ = distribute.task_of(strategy)
         run_dir = os.path.join(run_dir, f"{task_type}-{task_id}")
     previous_policy = keras.mixed_precision.dtype_policy().name
     distribute.set_mixed_precision(config.get("mixed_precision"))
@@ -161,6 +161,7 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
         print(f"{run_dir}: training had finished; loading {MODEL_FILE} to finish the run.")
         vae = keras.saving.load_model(model_path)
         stopped_by = None
+        final_learning_rate = float(keras.ops.convert_to_numpy(vae.optimizer.learning_rate))
     else:
         resumed_from = backup_epoch(run_dir) if state == "resume" else 0
         truncate_history(run_dir, resumed_from)
@@ -179,6 +180,8 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
         vae.fit(train_ds, epochs=config["epochs"], validation_data=valid_ds,
                 callbacks=callbacks, verbose=verbose, shuffle=False)  # shuffled by tf.data
         train_seconds = time.perf_counter() - fit_started
+        # before the best epoch's checkpoint (which holds the optimizer's state) is loaded
+        final_learning_rate = float(keras.ops.convert_to_numpy(vae.optimizer.learning_rate))
         if stop_on_nan.stopped_at is not None:
             epoch, batch = stop_on_nan.stopped_at
             raise TrainingDiverged(
@@ -209,8 +212,7 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
                    resumed_from_epoch=resumed_from, stopped_early=stopped_by not in
                    (None, "max_epochs"), stopped_by=stopped_by,
                    best_epoch=best_epoch(history, watched, config["kl_warmup"] or 0),
-                   final_learning_rate=float(keras.ops.convert_to_numpy(
-                       vae.optimizer.learning_rate)),
+                   final_learning_rate=final_learning_rate,
                    pictures=pictures, train_seconds=round(train_seconds, 1),
                    seconds=round(time.time() - started, 1))
     write_json(os.path.join(run_dir, SUMMARY_FILE), summary)
