@@ -433,8 +433,8 @@ def load(name_or_path="digits", split="train", *, batch_size=None, shuffle=False
         flatten: True for vectors (D,), False to keep images (H, W, C).
         scale: "auto" (divide by the source's maximum pixel value: 16 for digits, 255 for bytes,
             1 for data already in [0, 1]), a number to divide by, or None to keep raw values.
-        cache: cache the preprocessed examples in memory (dynamic binarization happens after
-            the cache, so draws stay fresh).
+        cache: keep the preprocessed examples in memory (prepared once; dynamic binarization
+            happens afterwards, so draws stay fresh).
         prefetch: prefetch batches with `tf.data.AUTOTUNE`.
         with_labels: yield `(x, label)` (int64; the source must have labels) instead of `x`.
         seed: seed of the shuffling and binarization.
@@ -545,8 +545,13 @@ def _pipeline(name_or_path, split, *, batch_size, shuffle, binarize, flatten, sc
         return image, label
 
     ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
+    if cache and kind == "tfds":
         ds = ds.cache()
+    elif cache:
+        # In memory already: prepare every example once, now, and slice the result. A
+        # .cache() here would be discarded (with a warning) whenever an iterator stops early,
+        # as Keras's does when it reads one batch to build a model under a strategy.
+        ds = tf.data.Dataset.from_tensor_slices(ds.batch(len(x)).get_single_element())
     if shuffle:
         ds = ds.shuffle(50000, seed=seed, reshuffle_each_iteration=True)
     if binarize == "dynamic":  # fresh draws each iteration: per-element seeds rerandomized
