@@ -492,8 +492,8 @@ def example_shape(name_or_path, flatten=True, data_dir=None):
 
 def _check_options(binarize, batch_size, limit, scale):
     if binarize not in BINARIZE:
-        raise ValueError(f"binarize must be None, 'static', 'dynamic' or 'threshold', got "
-                         f"{binarize!r}.")
+        raise ValueError(f"binarize must be None, 'static' or 'dynamic' (random draws) or "
+                         f"'threshold' (x > 0.5), got {binarize!r}.")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
