@@ -118,8 +118,9 @@ def register(names=None):
         if spec is None or name in zoo.REGISTRY:
             continue
         description, architecture, config, changes = spec
-        zoo._recipe(name, description, architecture, config, "binarized_mnist",
-                    {**zoo._MNIST_TRAIN, **changes})
+        mnist_train = zoo.REGISTRY["kw_mnist_z20"]["train"]  # the MNIST recipes' schedule
+        zoo.registry.add_recipe(name, description, architecture, config, "binarized_mnist",
+                                {**mnist_train, **changes})
 
 
 def build_one(name, args):

@@ -37,12 +37,14 @@ def monitored_metric(objective):
 DEFAULT_STEPS_PER_EXECUTION = 20
 
 # The model zoo lives in a higher layer (keras_vae.zoo), which registers its loader here when it
-# is imported, so `VAE.from_pretrained` works without this module importing upward.
+# is imported, so `VAE.from_preset` / `VAE.from_pretrained` work without this module importing
+# upward.
 _PRESET_LOADER = None
 
 
 def register_preset_loader(load):
-    """Makes `VAE.from_pretrained(name, **kwargs)` call `load(name, **kwargs)`."""
+    """Makes `VAE.from_preset(handle, **kwargs)` (and its alias `VAE.from_pretrained`) call
+    `load(handle, **kwargs)`."""
     global _PRESET_LOADER
     _PRESET_LOADER = load
 
@@ -555,12 +557,18 @@ class VAE(keras.Model):
         return evaluation.anomaly_score(self, x, method=method, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name, **kwargs):
-        """A ready VAE from the model zoo; see `keras_vae.zoo.load`."""
+    def from_preset(cls, handle, **kwargs):
+        """A ready VAE from a preset: a zoo name, `hf://owner/name[@revision]`, a local preset
+        folder or an http(s)/`file://` mirror; see `keras_vae.zoo.preset.from_preset`."""
         if _PRESET_LOADER is None:
             raise RuntimeError("No preset loader is registered: `import keras_vae` (or "
                                "keras_vae.zoo) registers the model zoo's.")
-        return _PRESET_LOADER(name, **kwargs)
+        return _PRESET_LOADER(handle, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name, **kwargs):
+        """The same as `from_preset` (kept for code written before it)."""
+        return cls.from_preset(name, **kwargs)
 
     # ----------------------------------------------------------------- serialization
     def get_config(self):

@@ -25,7 +25,11 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_VAE_FAST", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO),
                                                                     os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("KERAS_VAE_WEIGHTS_URL", str(REPO / "weights"))  # the repo's own files
+    # No zoo settings, as on a fresh clone: the packaged presets and the checkout's weights/
+    # serve the models; offline mode makes any attempt to use the network fail loudly.
+    monkeypatch.delenv("KERAS_VAE_WEIGHTS_URL", raising=False)
+    monkeypatch.setenv("KERAS_VAE_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))      # a cold cache
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     notebook = nbformat.read(path, as_version=4)

@@ -67,7 +67,8 @@ def test_every_handler_a_command_names_exists():
 
     walk(build_parser())
     named = [h for h in handlers if isinstance(h, str)]
-    assert len(named) == 9  # train evaluate sample reconstruct export, zoo list info download build
+    assert len(named) == 11  # train evaluate sample reconstruct export; zoo list info download
+    # build push export
     assert all(callable(resolve(h)) for h in named)
 
 

@@ -2,42 +2,47 @@
 
     import keras_vae as kv
     kv.zoo.list()                                  # one dict per model: name, test NLL, size...
-    vae = kv.zoo.load("kw_mnist_z20")              # or kv.VAE.from_pretrained("kw_mnist_z20")
+    vae = kv.VAE.from_preset("kw_mnist_z20")       # or from_pretrained, kv.zoo.load
+    vae = kv.VAE.from_preset("hf://owner/name")    # a preset on the Hugging Face Hub
     vae.sample(16, seed=0)
 
-Command line: `keras-vae zoo list | info NAME | download [NAME ...] | build NAME --data PATH`.
+Command line: `keras-vae zoo list | info NAME | download [NAME ...] | build NAME --data PATH |
+export NAME --out DIR | push NAME --to hf://owner/name`.
 
-Where the weights come from
-    Each model is a `.weights.h5` file (weights only, no optimizer state) plus constructor
-    arguments kept here in `REGISTRY`, so the architecture is code and the file is data.
-    The file is fetched from `<base URL>/<file>` with `keras.utils.get_file(...,
-    file_hash=<sha256>)` into the Keras cache, `$KERAS_HOME/models/keras_vae/` (default
-    `~/.keras/models/keras_vae/`), under a name that contains the hash, so a second load reads
-    the cache and needs no network. The base URL is
+Presets (`keras_vae.zoo.preset`)
+    A preset is a Keras model folder (config.json, metadata.json, model.weights.h5) plus
+    preset.json (the registry entry, with the sha256 and size of every file) and a README.md
+    model card with the Hugging Face metadata header. The registry is one preset.json per model
+    in `keras_vae/zoo/presets/` (`registry.REGISTRY`), written by `keras-vae zoo build`.
 
-    - `DEFAULT_BASE_URL`: the repository's `weights/` folder at the release tag of this
-      version, `https://github.com/keras-vae/keras-vae/raw/v{version}/weights/`;
-    - overridden by `$KERAS_VAE_WEIGHTS_URL` or `load(..., base_url=...)`: any http(s) URL of a
-      mirror, a `file://` URL, or a local folder (e.g. the `weights/` folder of a checkout).
+Where the weights come from (`keras_vae.zoo.downloader`), first match wins
+    1. a mirror: `base_url=` or `$KERAS_VAE_WEIGHTS_URL` (http(s), `file://` or a folder with
+       NAME.weights.h5), fetched into `$KERAS_HOME/models/keras_vae/` (default ~/.keras);
+    2. the presets packaged in this package (kw_digits_z2, mlp_digits_z8, conv_digits_z4);
+    3. the `weights/` folder of the source checkout this package is imported from;
+    4. the model's Hugging Face handle `hf://keras-vae/NAME` through huggingface_hub (its
+       cache, `HF_HUB_OFFLINE`, `HF_ENDPOINT`).
 
-    Offline: `KERAS_VAE_OFFLINE=1` (or `offline=True`) never touches the network: a cached,
-    verified file is used, a local folder or `file://` base is still read, and anything else
-    fails at once with a message that says how to get the file.
+    Offline: `KERAS_VAE_OFFLINE=1` or `HF_HUB_OFFLINE=1` (or `offline=True`) never touches the
+    network: cached, packaged and checkout files are used, a local folder or `file://` base is
+    still read, and anything else fails at once with a message that says how to get the file.
 
-Integrity
-    `get_file` downloads straight to its target name and, when the hash of a fresh download
-    does not match, raises but leaves the bad file in the cache. Here every download goes to a
-    unique temporary `*.part-*` name, is checked against the registry's sha256, and only then
-    is renamed (atomically) to its cache name; on any failure (HTTP error, truncation, wrong
-    hash, Ctrl-C) the temporary file is removed, and the error (`DownloadError` or
-    `IntegrityError`) names the model, the URL and the expected sha256. A cached file that
-    fails its hash (e.g. written by an older tool and cut short) is deleted and fetched again.
+Integrity and bounds (`keras_vae.zoo.fetch`, `keras_vae.zoo.hub`)
+    Every file is checked against the registry's sha256 before it is used. A download goes to a
+    unique temporary name and is renamed only once verified; it stops when the server sends
+    more than the expected size plus a small slack, and gives up after
+    `$KERAS_VAE_DOWNLOAD_TIMEOUT` seconds (default 30) without data. On any failure (HTTP
+    error, truncation, too much data, a stall, wrong hash, Ctrl-C) the partial file is removed
+    and the error (`DownloadError`, a FileNotFoundError, or `IntegrityError`, a ValueError)
+    names the model, the URL and what to do. A cached file that fails its hash is deleted and
+    fetched again.
 
 Reproducing a model
     `keras-vae zoo build NAME --data PATH` trains the registry's recipe with a fixed seed and
     deterministic ops, early-stops on the validation split, measures the test -ELBO and the
     importance-weighted test NLL (`keras_vae.evaluation`), writes `weights/NAME.weights.h5`
-    and prints the registry entry (sha256, size, epochs, wall time, the numbers).
+    and the registry entry `keras_vae/zoo/presets/NAME/preset.json` (sha256, size, epochs,
+    wall time, the numbers; the command without machine paths).
 
 Data sets
     - "binarized_mnist": the statically binarized MNIST of Larochelle & Murray (an .npz with
@@ -58,7 +63,16 @@ from keras_vae.zoo.downloader import (
     download,
     info,
 )
+from keras_vae.zoo.fetch import TIMEOUT_ENV
 from keras_vae.zoo.loader import LOAD_OVERRIDES, load
+from keras_vae.zoo.preset import (
+    export_preset,
+    from_preset,
+    pull,
+    push,
+    read_preset,
+    write_preset,
+)
 from keras_vae.zoo.registry import REGISTRY, list, released_names, table  # noqa: A004
 
 __all__ = [
@@ -79,4 +93,11 @@ __all__ = [
     "OFFLINE_ENV",
     "URL_ENV",
     "LOAD_OVERRIDES",
+    "TIMEOUT_ENV",
+    "from_preset",
+    "pull",
+    "push",
+    "read_preset",
+    "write_preset",
+    "export_preset",
 ]

@@ -1,34 +1,68 @@
-"""Fetching a zoo model's weight file into the Keras cache, verified against the registry's
-sha256 (see the package docstring for sources, offline mode and integrity)."""
+"""Getting a zoo model's verified weight file (see the package docstring for sources, offline
+mode and integrity). Where it comes from, first match wins:
 
-import contextlib
+1. a mirror named by `base_url=` or $KERAS_VAE_WEIGHTS_URL (http(s) URL, `file://` URL or a
+   folder holding `NAME.weights.h5`): fetched into the Keras cache;
+2. the preset folder shipped inside the package (the digits models): read in place;
+3. the `weights/` folder of the source checkout this package is imported from: read in place;
+4. the model's Hugging Face handle (`hf://keras-vae/NAME`): huggingface_hub's cache.
+Every file is checked against the registry's sha256 before it is used."""
+
 import glob
-import io
 import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import uuid
 from pathlib import Path
 
-from keras_vae.version import __version__
 from keras_vae.files import file_sha256
-from keras_vae.zoo.registry import get_entry
+from keras_vae.zoo import hub
+from keras_vae.zoo.fetch import DownloadError, IntegrityError, fetch_url, remove
+from keras_vae.zoo.registry import get_entry, packaged_folder
 
+# The GitHub layout of the release files (weights/NAME.weights.h5 at a version's tag); kept for
+# mirrors laid out like it. Not a default source any more: see the module docstring.
 DEFAULT_BASE_URL = "https://github.com/keras-vae/keras-vae/raw/v{version}/weights/"
 URL_ENV = "KERAS_VAE_WEIGHTS_URL"
-OFFLINE_ENV = "KERAS_VAE_OFFLINE"
+OFFLINE_ENV = hub.OFFLINE_ENV
 CACHE_SUBDIR = os.path.join("models", "keras_vae")
+WEIGHTS_FILE = "model.weights.h5"  # a preset folder's weight file
+HUB_OWNER = "keras-vae"
 
 
-class DownloadError(FileNotFoundError):
-    """A weight file could not be fetched (HTTP error, no connection, offline and not cached)."""
+def default_handle(name):
+    """The Hugging Face handle a zoo model is published under."""
+    return f"hf://{HUB_OWNER}/{name}"
 
 
-class IntegrityError(ValueError):
-    """A fetched or cached weight file does not have the registry's sha256 (or was cut short)."""
+def checkout_weights():
+    """The `weights/` folder of the source checkout this package is imported from, or None
+    when it is installed (a wheel, site-packages) rather than a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    project = root / "pyproject.toml"
+    weights = root / "weights"
+    try:
+        if weights.is_dir() and 'name = "keras-vae"' in project.read_text(encoding="utf-8"):
+            return weights
+    except OSError:
+        pass
+    return None
+
+
+def source(entry, base_url=None):
+    """Where `download` gets a model's weight file now: ("mirror", base URL), ("package",
+    file), ("checkout", file) or ("hub", handle)."""
+    base = base_url or os.environ.get(URL_ENV)
+    if base:
+        return "mirror", _base_url(base_url)
+    folder = packaged_folder(entry["name"]) if entry.get("name") else None
+    if folder is not None:
+        return "package", folder / WEIGHTS_FILE
+    weights = checkout_weights()
+    if weights is not None and (weights / entry["file"]).is_file():
+        return "checkout", weights / entry["file"]
+    return "hub", entry.get("handle") or default_handle(entry["name"])
 
 
 def info(name):
@@ -40,24 +74,35 @@ def info(name):
         "cache_path" (its place in the Keras cache) and "cached" (bool: present and verified).
     """
     entry = json.loads(json.dumps(get_entry(name)))
-    path = cache_path(entry, None)
-    entry.update({"name": name, "url": _url(entry, None), "cache_path": path,
-                  "cached": os.path.exists(path) and file_sha256(path) == entry["sha256"]})
+    kind, where = source(entry)
+    if kind == "mirror":
+        path, url = cache_path(entry, None), _url(entry, None)
+    elif kind == "hub":
+        repo_id, revision = hub.parse_handle(where)
+        from huggingface_hub import try_to_load_from_cache
+
+        url = hub.url(repo_id, WEIGHTS_FILE, revision)
+        path = try_to_load_from_cache(repo_id, WEIGHTS_FILE, cache_dir=hub.cache_dir(),
+                                      revision=revision)
+        path = path if isinstance(path, str) else None
+    else:
+        path, url = str(where), Path(where).as_uri()
+    entry.update({"name": name, "source": kind, "url": url, "cache_path": path,
+                  "cached": bool(path) and os.path.exists(path)
+                  and file_sha256(path) == entry["sha256"]})
     return entry
 
 
 # --------------------------------------------------------------------------------- download
 def _offline(offline):
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    """The offline switch: `offline`, else $KERAS_VAE_OFFLINE or $HF_HUB_OFFLINE."""
+    return hub.offline(offline)
 
 
 def _base_url(base_url):
     """The base URL from the argument, $KERAS_VAE_WEIGHTS_URL or the default, as a URL ending
     in '/'; local folders become file:// URLs."""
-    base = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL.format(version=__version__)
-    base = str(base)
+    base = str(base_url or os.environ.get(URL_ENV))
     scheme = urllib.parse.urlsplit(base).scheme
     if len(scheme) <= 1:  # no scheme, or a Windows drive letter: a local folder
         folder = Path(base).expanduser().resolve()
@@ -95,13 +140,6 @@ def cache_path(entry, cache_dir):
     return os.path.join(_cache_dir(cache_dir), CACHE_SUBDIR, _cache_name(entry))
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
 def _remove_stale_parts(target, max_age_s=3600.0):
     """Deletes temporary files of earlier downloads of `target` that were killed (SIGKILL,
     power loss) and are older than `max_age_s`; running downloads are younger."""
@@ -114,31 +152,24 @@ def _remove_stale_parts(target, max_age_s=3600.0):
             pass
 
 
-def _root_cause(err):
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (urllib.error.ContentTooShortError, urllib.error.HTTPError)):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
-    """Makes sure the verified weight file of a zoo model is in the Keras cache.
+    """The path of a zoo model's verified weight file, fetched first when needed.
 
     Args:
         name: a zoo model name (see `list()`).
-        base_url: where the files are: an http(s) URL, a `file://` URL or a local folder.
-            None: `$KERAS_VAE_WEIGHTS_URL`, else `DEFAULT_BASE_URL` at this version's tag.
+        base_url: a mirror: an http(s) URL, a `file://` URL or a local folder holding
+            `NAME.weights.h5`. None: `$KERAS_VAE_WEIGHTS_URL`, else the packaged preset, the
+            checkout's `weights/`, or the model's Hugging Face handle (module docstring).
         offline: True never uses the network (local and `file://` sources still work); None
-            reads `$KERAS_VAE_OFFLINE` (1/true/yes turn it on).
-        cache_dir: the cache root; None: `$KERAS_HOME`, else `~/.keras`. Files go to
-            `<cache_dir>/models/keras_vae/<name>-<sha256[:12]>.weights.h5`.
+            reads `$KERAS_VAE_OFFLINE` (1/true/yes turn it on; for the Hub also
+            `$HF_HUB_OFFLINE`).
+        cache_dir: the cache root; None: `$KERAS_HOME`, else `~/.keras`. Mirror files go to
+            `<cache_dir>/models/keras_vae/<name>-<sha256[:12]>.weights.h5`; Hub files to
+            huggingface_hub's cache (`<cache_dir>/hub` when cache_dir is given).
         verbose: print where the file comes from and a progress bar while downloading.
 
     Returns:
-        str: path of the verified weight file in the cache.
+        str: path of the verified weight file (in a cache, the package or the checkout).
 
     Raises:
         ValueError: unknown model, or no released weights.
@@ -147,10 +178,20 @@ def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
         IntegrityError: (a ValueError) the fetched file's sha256 differs from the registry's,
             or the download was cut short. Nothing is left in the cache.
     """
-    import keras
-
     entry = get_entry(name)
     expected = entry["sha256"]
+    kind, where = source(entry, base_url)
+    if kind in ("package", "checkout"):
+        if not Path(where).is_file() or file_sha256(where) != expected:
+            fix = ("reinstall keras-vae" if kind == "package" else
+                   f"restore it with `git checkout -- weights/{entry['file']}`")
+            raise IntegrityError(f"The weight file {where} of zoo model {name!r} does not have "
+                                 f"the registry's sha256 {expected}; {fix}.")
+        return str(where)
+    if kind == "hub":
+        return hub.download(where, WEIGHTS_FILE, sha256=expected,
+                            size_bytes=entry["size_bytes"], what=f"zoo model {name!r}",
+                            offline_mode=offline, cache_root=cache_dir, verbose=verbose)
     target = cache_path(entry, cache_dir)
     if os.path.exists(target):
         if file_sha256(target) == expected:
@@ -158,7 +199,7 @@ def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
         if verbose:
             print(f"keras-vae: the cached {target} does not have the expected sha256 "
                   f"{expected}; deleting it and fetching {name!r} again.", file=sys.stderr)
-        _remove(target)
+        remove(target)
     url = _url(entry, base_url)
     local = urllib.parse.urlsplit(url).scheme == "file"
     if _offline(offline) and not local:
@@ -167,50 +208,7 @@ def download(name, base_url=None, offline=None, cache_dir=None, verbose=True):
             f"({OFFLINE_ENV}=1 or offline=True), so it is not downloaded from {url}. Run "
             f"`keras-vae zoo download {name}` once with network access, point {URL_ENV} at a "
             "local folder holding the weight files, or turn offline mode off.")
-
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
     _remove_stale_parts(target)
-    part_name = f"{os.path.basename(target)}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    part = os.path.join(folder, part_name)
-    what = f"zoo model {name!r} from {url}"
-    try:
-        if verbose:
-            print(f"keras-vae: fetching {what} (sha256 {expected}).", file=sys.stderr)
-        try:
-            # get_file prints a progress bar and checks the hash; it raises ValueError on a
-            # mismatch (leaving the file: removed below) and a bare Exception on URL errors.
-            # Its messages and progress bar go to stdout: send them to stderr (or nowhere), so
-            # stdout keeps only results (`keras-vae zoo download` prints paths there).
-            with contextlib.redirect_stdout(sys.stderr if verbose else io.StringIO()):
-                got = keras.utils.get_file(fname=part_name, origin=url, file_hash=expected,
-                                           hash_algorithm="sha256",
-                                           cache_dir=_cache_dir(cache_dir),
-                                           cache_subdir=CACHE_SUBDIR)
-        except ValueError as err:
-            actual = file_sha256(part) if os.path.exists(part) else "(no file)"
-            size = os.path.getsize(part) if os.path.exists(part) else 0
-            raise IntegrityError(
-                f"The weight file of {what} is corrupt or incomplete: its sha256 is {actual} "
-                f"({size} bytes) but the registry expects {expected} ({entry['size_bytes']} "
-                "bytes). Nothing was kept in the cache; try again, or check the mirror set by "
-                f"{URL_ENV}.") from err
-        except Exception as err:  # get_file wraps URL errors in a plain Exception
-            cause = _root_cause(err)
-            if isinstance(cause, urllib.error.ContentTooShortError):
-                raise IntegrityError(
-                    f"The download of {what} was cut short ({cause.reason}); expected sha256 "
-                    f"{expected} ({entry['size_bytes']} bytes). Nothing was kept in the "
-                    "cache; try again.") from err
-            if isinstance(cause, urllib.error.HTTPError):
-                detail = f"HTTP {cause.code} {cause.reason}"
-            else:
-                detail = str(err)
-            raise DownloadError(
-                f"Could not fetch {what}: {detail}. Check the network, or set {URL_ENV} to a "
-                "mirror or to a local folder with the weight files (expected sha256 "
-                f"{expected}).") from err
-        os.replace(got, target)
-    finally:
-        _remove(part)
-    return target
+    return fetch_url(url, target, expected, entry["size_bytes"], f"zoo model {name!r} from {url}",
+                     hint=f"Check the network, or set {URL_ENV} to a mirror or to a local folder "
+                          "with the weight files.", verbose=verbose)

@@ -2,7 +2,6 @@
 
 import math
 
-from keras_vae.model import register_preset_loader
 from keras_vae.training.config import build_model
 from keras_vae.zoo.downloader import download
 from keras_vae.zoo.recipes import recipe_from_entry
@@ -72,5 +71,3 @@ def load(name, base_url=None, offline=None, cache_dir=None, compile=True, verbos
         vae.compile(optimizer=keras.optimizers.Adam(entry["train"]["learning_rate"]))
     return vae
 
-
-register_preset_loader(load)
