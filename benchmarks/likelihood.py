@@ -11,7 +11,7 @@ Resumable: a model whose results.json exists is skipped; a finished model.keras 
 results is only evaluated; interrupted training resumes from its BackupAndRestore checkpoint.
 
     nice -n 10 python benchmarks/likelihood.py                 # the real run (~45 min on 2 cores)
-    python benchmarks/likelihood.py --quick --out-dir /tmp/q   # seconds, synthetic data
+    python benchmarks/likelihood.py --quick --out-dir OUT   # seconds, synthetic data
 """
 
 import argparse
@@ -114,8 +114,9 @@ def load_data(args):
     if not os.path.exists(args.data):
         raise SystemExit(f"error: {args.data} not found. Pass --data PATH to the statically "
                          "binarized MNIST npz (arrays train/valid/test), or use --quick.")
-    data = np.load(args.data)
-    return data["train"], data["valid"], data["test"]
+    from keras_vae.datasets.splits import load_splits  # checks the file: binary, (N, 784)
+
+    return load_splits("binarized_mnist", args.data)
 
 
 def build(name, quick):

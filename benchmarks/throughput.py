@@ -54,7 +54,7 @@ def worker(args):
 
     settings = VARIANTS[args.variant]
     keras.utils.set_random_seed(0)
-    x = np.load(args.data)["train"].astype("float32")
+    x = kv.datasets.read_npz(args.data)["train"].astype("float32")
     vae = kv.VAE.kingma_welling(input_dim=x.shape[1], latent_dim=args.latent,
                                 hidden_units=args.hidden, seed=0)
     compile_kwargs = {k: settings[k] for k in ("jit_compile", "steps_per_execution")

@@ -22,7 +22,7 @@ Backend-agnostic (Keras 3): on a machine without TensorFlow run it with KERAS_BA
 
     KERAS_BACKEND=jax python benchmarks/zoo_candidates.py --data binarized_mnist.npz \\
         --out runs/candidates --time-limit 270
-    python benchmarks/zoo_candidates.py --quick --out /tmp/q     # seconds, synthetic data
+    python benchmarks/zoo_candidates.py --quick --out OUT     # seconds, synthetic data
 
 Results of the two runs on one NVIDIA H200: benchmarks/results/zoo_candidates_h200.json; of the
 DReG comparison on 2 CPU cores: benchmarks/results/zoo_candidates_cpu_dreg.json; both

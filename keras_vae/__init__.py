@@ -6,7 +6,24 @@ Public API, re-exported from private modules:
     vae = kv.VAE.kingma_welling(input_dim=784, latent_dim=20)
 """
 
-__version__ = "0.1.0"
+import os as _os
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"] and __name__ == "keras_vae":
+    # `python -m keras_vae ...`: the command line, which starts TensorFlow without its C++ log
+    # lines before this package imports it (see keras_vae_cli).
+    from keras_vae_cli import quiet_start as _quiet_start
+
+    _quiet_start(verbose="--verbose" in _sys.argv)
+
+# Quiet by default: TensorFlow's C++ logging (absl, gRPC) is read when TensorFlow loads, so it
+# is set before anything imports it; KERAS_VAE_VERBOSE=1 (or values set by the caller) win.
+if _os.environ.get("KERAS_VAE_VERBOSE", "0") in ("", "0"):
+    for _name, _value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("GRPC_VERBOSITY", "ERROR"),
+                          ("GLOG_minloglevel", "2"), ("ABSL_MIN_LOG_LEVEL", "2")):
+        _os.environ.setdefault(_name, _value)
+
+from keras_vae.version import __version__  # noqa: E402
 
 from keras_vae import datasets, distribute, evaluation, networks, plots, zoo
 from keras_vae.callbacks import KLWarmup, ResumableEarlyStopping, StopOnNaN

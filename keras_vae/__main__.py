@@ -1,5 +1,5 @@
 import sys
 
-from keras_vae.cli import main
+from keras_vae_cli import main
 
 sys.exit(main())

@@ -241,7 +241,7 @@ def global_batch_size(per_replica_batch, strategy=None):
     return per_replica_batch * strategy.num_replicas_in_sync
 
 
-def _task(strategy=None):
+def task_of(strategy=None):
     """(task_type, task_id, has_chief) of this process, (None, None, False) when not
     multi-worker."""
     strategy = strategy or _tf().distribute.get_strategy()
@@ -258,14 +258,14 @@ def is_chief(strategy=None):
     Args:
         strategy: a `tf.distribute.Strategy`; None for the one in scope.
     """
-    task_type, task_id, has_chief = _task(strategy)
+    task_type, task_id, has_chief = task_of(strategy)
     if task_type is None:
         return True
     return task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
 
 
 def _worker_temp_dir(strategy=None):
-    task_type, task_id, _ = _task(strategy)
+    task_type, task_id, _ = task_of(strategy)
     return tempfile.mkdtemp(prefix=f"keras_vae_{task_type}{task_id}_")
 
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import distributions, evaluation, networks
+from keras_vae import compat, distributions, evaluation, networks
 from keras_vae.callbacks.stop_on_nan import StopOnNaN
 from keras_vae.layers import Sampling
 from keras_vae.networks import decode_samples
@@ -80,11 +80,7 @@ def _xla_by_default(model, run_eagerly):
         return False
     if _under_distribution_strategy(model):
         return False
-    from keras.src.trainers.trainer import (
-        model_supports_jit,  # the rule behind Keras's "auto"
-    )
-
-    return model_supports_jit(model)
+    return compat.model_supports_jit(model)  # the rule behind Keras's "auto"
 
 
 def _check_batch_size(batch_size):

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -226,29 +225,34 @@ def test_reconstruct_shows_test_images_above_reconstructions(trained_run, tmp_pa
 
 
 # ----------------------------------------------------------------------------- resume
+# Runs `keras-vae ARGS`, killing itself (SIGKILL, no cleanup) right after the backup of epoch
+# KILL_AFTER_EPOCH (counted from 1) is written: a kill between two epochs, at a known epoch.
+KILL_AFTER_BACKUP = """
+import os, signal, sys
+import keras
+backup_epoch_end = keras.callbacks.BackupAndRestore.on_epoch_end
+def on_epoch_end(self, epoch, logs=None):
+    backup_epoch_end(self, epoch, logs)
+    if epoch + 1 == int(os.environ["KILL_AFTER_EPOCH"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+keras.callbacks.BackupAndRestore.on_epoch_end = on_epoch_end
+from keras_vae_cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_training_resumes_from_its_saved_epoch(tmp_path):
     run_dir = tmp_path / "run"
-    epochs = 12
+    epochs = 5
     args = ["train", *TRAIN_ARGS, "--epochs", epochs, "--run-dir", run_dir]
     metadata = run_dir / "backup" / "training_metadata.json"
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "keras_vae", *map(str, args)],
-                                env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 240
-        try:
-            while time.time() < deadline and proc.poll() is None:
-                try:
-                    if json.loads(metadata.read_text())["epoch"] >= 1:
-                        break
-                except (OSError, ValueError, KeyError):
-                    pass
-                time.sleep(0.05)
-            assert proc.poll() is None, "training finished before it could be killed"
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_BACKUP, *map(str, args)],
+                            env={**cli_env(), "KILL_AFTER_EPOCH": "2"}, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]  # killed, not finished
     saved_epoch = json.loads(metadata.read_text())["epoch"]
     assert 1 <= saved_epoch < epochs and not (run_dir / "summary.json").exists()
+    assert saved_epoch == 2
 
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -311,10 +311,8 @@ def test_missing_file_raises_404_and_leaves_nothing(server, isolated_cache):
 
 def test_offline_fails_fast_without_touching_the_network(server, monkeypatch, isolated_cache):
     monkeypatch.setenv(zoo.OFFLINE_ENV, "1")
-    start = time.perf_counter()
     with pytest.raises(zoo.DownloadError) as info:
         zoo.load(SMALL, base_url=server.url, verbose=False)
-    assert time.perf_counter() - start < 2.0
     message = str(info.value)
     assert SMALL in message and "offline" in message
     assert f"keras-vae zoo download {SMALL}" in message

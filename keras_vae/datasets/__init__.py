@@ -20,7 +20,7 @@ last `min(10000, n_train // 6)` training examples for it (the usual 50k/10k for 
 with a single array is split 80/10/10 after a fixed permutation.
 
 Preprocessing: `scale` to [0, 1], `binarize` ("static": one fixed Bernoulli draw per pixel,
-"dynamic": a fresh draw every epoch), `flatten` (or keep (H, W, C) images), `shuffle`, `batch`,
+"dynamic": a fresh draw every epoch, "threshold": 1 where x > 0.5), `flatten` (or keep (H, W, C) images), `shuffle`, `batch`,
 `cache` and `prefetch`.
 """
 
@@ -33,6 +33,8 @@ import zlib
 import numpy as np
 
 SPLITS = ("train", "valid", "test")
+#: binarize options of `load`: none, one fixed draw, a fresh draw per epoch, x > 0.5.
+BINARIZE = (None, "static", "dynamic", "threshold")
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
                  "test": "test"}
 
@@ -195,11 +197,32 @@ def _auto_scale(splits, label):
                      "likelihood).")
 
 
+def digits_split_indices():
+    """The one definition of the `digits` splits: indices into scikit-learn's 1,797 digits by
+    position i, test if i % 10 == 0 (180), valid if i % 10 == 5 (180), train the rest (1,437),
+    order kept. (The zoo's digits models were measured on this test split.)"""
+    index = np.arange(1797)
+    position = index % 10
+    return {"train": index[(position != 0) & (position != 5)], "valid": index[position == 5],
+            "test": index[position == 0]}
+
+
 def _load_digits(_name="digits"):
     from sklearn.datasets import load_digits
     bunch = load_digits()
     x = bunch.images.astype("float32")[..., None]  # (1797, 8, 8, 1), values 0..16
-    return _Arrays(_carve_single(x, bunch.target.astype("int64"), "digits"), 16.0, "digits")
+    y = bunch.target.astype("int64")
+    splits = {split: (x[idx], y[idx]) for split, idx in digits_split_indices().items()}
+    return _Arrays(splits, 16.0, "digits")
+
+
+def read_npz(path):
+    """Every array of a .npz file as {name: array} (the one .npz reader of the package).
+
+    Raises:
+        ValueError: naming the file when it is not a complete .npz archive (or holds pickles).
+    """
+    return _read_npz(path)
 
 
 def _read_npz(path):
@@ -427,13 +450,14 @@ def load(name_or_path="digits", split="train", *, batch_size=None, shuffle=False
         batch_size: int, or None for unbatched elements.
         shuffle: reshuffle the examples every epoch (seeded by `seed`).
         binarize: None; "static" (each pixel is replaced once by a Bernoulli draw with its
-            intensity as probability, the same draw every epoch, fixed by `seed`); or "dynamic"
-            (a fresh draw every time the dataset is iterated, i.e. every epoch).
+            intensity as probability, the same draw every epoch, fixed by `seed`); "dynamic"
+            (a fresh draw every time the dataset is iterated, i.e. every epoch); or
+            "threshold" (1 where the scaled pixel is above 0.5, else 0; no randomness).
         flatten: True for vectors (D,), False to keep images (H, W, C).
         scale: "auto" (divide by the source's maximum pixel value: 16 for digits, 255 for bytes,
             1 for data already in [0, 1]), a number to divide by, or None to keep raw values.
-        cache: cache the preprocessed examples in memory (dynamic binarization happens after
-            the cache, so draws stay fresh).
+        cache: keep the preprocessed examples in memory (prepared once; dynamic binarization
+            happens afterwards, so draws stay fresh).
         prefetch: prefetch batches with `tf.data.AUTOTUNE`.
         with_labels: yield `(x, label)` (int64; the source must have labels) instead of `x`.
         seed: seed of the shuffling and binarization.
@@ -491,8 +515,9 @@ def example_shape(name_or_path, flatten=True, data_dir=None, scale="auto"):
 
 
 def _check_options(binarize, batch_size, limit, scale):
-    if binarize not in (None, "static", "dynamic"):
-        raise ValueError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}.")
+    if binarize not in BINARIZE:
+        raise ValueError(f"binarize must be None, 'static' or 'dynamic' (random draws) or "
+                         f"'threshold' (x > 0.5), got {binarize!r}.")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
                                    or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
@@ -539,11 +564,18 @@ def _pipeline(name_or_path, split, *, batch_size, shuffle, binarize, flatten, sc
         if binarize == "static":  # the same draw every epoch: seeded by the example's index
             u = tf.random.stateless_uniform(shape, seed=tf.stack([tf.cast(seed, tf.int64), index]))
             image = tf.cast(u < image, tf.float32)
+        elif binarize == "threshold":
+            image = tf.cast(image > 0.5, tf.float32)
         return image, label
 
     ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
+    if cache and kind == "tfds":
         ds = ds.cache()
+    elif cache:
+        # In memory already: prepare every example once, now, and slice the result. A
+        # .cache() here would be discarded (with a warning) whenever an iterator stops early,
+        # as Keras's does when it reads one batch to build a model under a strategy.
+        ds = tf.data.Dataset.from_tensor_slices(ds.batch(len(x)).get_single_element())
     if shuffle:
         ds = ds.shuffle(50000, seed=seed, reshuffle_each_iteration=True)
     if binarize == "dynamic":  # fresh draws each iteration: per-element seeds rerandomized

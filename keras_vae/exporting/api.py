@@ -64,7 +64,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
     import keras
     import onnx
 
-    from keras_vae import __version__
+    from keras_vae.version import __version__
 
     if keras.backend.backend() != "tensorflow":
         raise ValueError(

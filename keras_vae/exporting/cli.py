@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_vae.datasets import read_npz
 from keras_vae.exporting.api import export
-from keras_vae.exporting.formats import DEFAULT_FORMATS, FORMATS
 
 
 # --------------------------------------------------------------------------- command line
@@ -44,17 +44,17 @@ def load_array(path, key=None):
         return np.load(path, allow_pickle=False).astype("float32")
     if path.suffix != ".npz":
         raise ValueError(f"--data {path}: expected a .npy or .npz file.")
-    with np.load(path, allow_pickle=False) as archive:
-        names = list(archive.keys())
-        if key is None:
-            key = next((k for k in ("test", "valid", "x", "train") if k in names),
-                       names[0] if len(names) == 1 else None)
-        if key not in names:
-            raise ValueError(f"--data {path} has arrays {names}; choose one with --data-key.")
-        return archive[key].astype("float32")
+    archive = read_npz(str(path))
+    names = list(archive)
+    if key is None:
+        key = next((k for k in ("test", "valid", "x", "train") if k in names),
+                   names[0] if len(names) == 1 else None)
+    if key not in names:
+        raise ValueError(f"--data {path} has arrays {names}; choose one with --data-key.")
+    return archive[key].astype("float32")
 
 
-def _run_command(args):
+def run_command(args):
     vae = load_vae(args.model)
     data = load_array(args.data, args.data_key) if args.data else None
     if data is not None and data.ndim >= 2 and tuple(data.shape[1:]) != vae.input_shape_ \
@@ -68,29 +68,3 @@ def _run_command(args):
     if args.quiet:
         print(args.out)
     return 0 if manifest else 1
-
-
-def add_commands(subparsers):
-    """Adds `keras-vae export`."""
-    parser = subparsers.add_parser(
-        "export", help="export encoder and decoder to SavedModel, ONNX and edge formats",
-        description="Export the encoder and decoder of a trained VAE, check each artifact "
-                    "against the Keras model, and write manifest.json. Formats: "
-                    + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
-    parser.add_argument("model", metavar="RUN_DIR_OR_MODEL",
-                        help="a run directory holding model.keras, or a .keras file")
-    parser.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
-                        metavar="FORMAT", help=f"any of {', '.join(FORMATS)}, or 'edge' / 'all' "
-                                               f"(default: {' '.join(DEFAULT_FORMATS)})")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default 17)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the contents of a non-empty --out")
-    parser.add_argument("--data", help="a .npy/.npz of representative inputs for the parity "
-                                       "checks and int8 calibration (default: model samples)")
-    parser.add_argument("--data-key", help="which array of a .npz --data to use")
-    parser.add_argument("--name", help="model name for the metadata (default: the run "
-                                       "directory's or file's name)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the check inputs")
-    parser.add_argument("--quiet", action="store_true", help="print only the output folder")
-    parser.set_defaults(func=_run_command)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_vae import compat
 from keras_vae.exporting.formats import ExportError
 
 
@@ -53,4 +54,4 @@ def tflite_runner(path, input_name):
 def tflite_op_names(path):
     """The operator names used by a .tflite file (to check no Flex op slipped in)."""
     interpreter = tflite_interpreter(Path(path).read_bytes())
-    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    return compat.litert_op_names(interpreter)

@@ -11,7 +11,7 @@ _ONNX_RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "Random
 
 
 def onnx_metadata(vae, name, component, precision, opset):
-    from keras_vae import __version__
+    from keras_vae.version import __version__
 
     return {
         "model_name": name,

@@ -10,7 +10,8 @@ A run directory holds everything about one training run:
 
     .keras-vae-run     keras-vae's mark: only a marked folder is resumed or replaced
     .keras-vae.lock    held while `train` writes the run (the holder's pid, host, start time)
-    config.json        the options, enough to rebuild the data and the model (`build_model`)
+    config.json        the `Recipe` (`Recipe.to_dict()`) and the data shapes: enough to rebuild
+                       the data and the model (`build_model`)
     history.csv        one row of metrics per epoch (training and `val_` validation)
     backup/            Keras BackupAndRestore state while training runs: a rerun of the same
                        command resumes after the last finished epoch
@@ -40,8 +41,10 @@ from keras_vae.training.config import (
     make_config,
     monitor,
 )
+from keras_vae.training.recipe import Recipe, upgrade_config
 from keras_vae.training.run import (
     TrainingDiverged,
+    best_epoch,
     draw_pictures,
     evaluate_model,
     train,
@@ -66,5 +69,5 @@ __all__ = [
     "load_split", "make_config", "monitor", "TrainingDiverged", "draw_pictures",
     "evaluate_model", "train", "BACKUP_DIR", "BEST_WEIGHTS", "CONFIG_FILE", "HISTORY_FILE",
     "MODEL_FILE", "SUMMARY_FILE", "load_run", "prepare_run_dir", "read_history", "read_json",
-    "write_json",
+    "write_json", "Recipe", "upgrade_config", "best_epoch",
 ]

@@ -6,17 +6,9 @@ import sys
 
 import numpy as np
 
-from keras_vae import datasets, plots
+from keras_vae import plots
 from keras_vae.files import atomic_path
-from keras_vae.model import OBJECTIVES
-from keras_vae.training.config import (
-    DEFAULT_HIDDEN,
-    MIXED_PRECISION,
-    MODELS,
-    STRATEGIES,
-    load_split,
-    make_config,
-)
+from keras_vae.training.config import load_split, make_config
 from keras_vae.training.run import TrainingDiverged, evaluate_model, train
 from keras_vae.training.runs import load_run, write_json
 
@@ -62,6 +54,9 @@ def run_train(args):
         binarize=None if args.binarize == "none" else args.binarize, scale=_scale(args.scale),
         seed=args.seed, early_stopping=args.early_stopping, data_dir=args.data_dir,
         strategy=args.strategy, mixed_precision=args.mixed_precision,
+        ema_momentum=args.ema_momentum, reduce_lr_patience=args.reduce_lr_patience,
+        reduce_lr_factor=args.reduce_lr_factor, min_learning_rate=args.min_lr,
+        time_limit=args.time_limit, deterministic=args.deterministic,
         allow_large=args.allow_large)
     run_dir = args.run_dir or os.path.join(
         "runs", f"{os.path.basename(config['dataset']).split('.')[0].replace('/', '-')}-"
@@ -131,85 +126,3 @@ def run_reconstruct(args):
     print(f"Wrote {len(x)} {args.split} images (top) and their reconstructions (bottom) "
           f"to {args.out}")
     return 0
-
-
-def add_commands(subparsers):
-    """Adds train, evaluate, sample and reconstruct to the `keras-vae` parser."""
-    p = subparsers.add_parser(
-        "train", help="train a VAE into a run directory",
-        description="Train a VAE, evaluate it on the test split and draw its pictures. Rerun "
-                    "the same command to resume an interrupted run.")
-    p.add_argument("--dataset", default="digits",
-                   help=f"{', '.join(datasets.known_names())}, or a .npz / IDX file or folder "
-                        "(default: digits, bundled, offline)")
-    p.add_argument("--model", choices=MODELS, default="kingma-welling")
-    p.add_argument("--latent-dim", type=int, default=2, help="K, the size of z (default 2)")
-    p.add_argument("--hidden-units", default=None,
-                   help="comma-separated hidden layer sizes (filters for conv); default "
-                        + "; ".join(f"{m}: {','.join(map(str, h))}"
-                                    for m, h in DEFAULT_HIDDEN.items()))
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (1: the ELBO)")
-    p.add_argument("--kl-warmup", type=int, default=0, metavar="EPOCHS",
-                   help="ramp beta from 0 to --beta over this many epochs")
-    p.add_argument("--num-samples", type=int, default=1, metavar="L",
-                   help="Monte Carlo samples of z per example")
-    p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
-                   help="train on the ELBO, or on the importance-weighted bound (Burda et al.) "
-                        "with k = --num-samples; iwae_dreg: that bound with doubly "
-                        "reparameterized encoder gradients (Tucker et al.)")
-    p.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
-    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
-    p.add_argument("--binarize", choices=("none", "static", "dynamic"), default="none",
-                   help="Bernoulli draws of the pixels: once (static) or every epoch (dynamic)")
-    p.add_argument("--scale", default="auto",
-                   help="divide pixels by this number; auto: by the source's maximum; none")
-    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
-                   help="stop after PATIENCE epochs without a better validation -ELBO")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", choices=STRATEGIES, default="default",
-                   help="tf.distribute strategy: mirrored (this machine's devices) or "
-                        "multiworker (reads TF_CONFIG; run the same command on every worker "
-                        "with a shared --run-dir). --batch-size is the global batch.")
-    p.add_argument("--mixed-precision", choices=MIXED_PRECISION[1:], default=None,
-                   help="compute the networks in 16 bits; KL and likelihood stay float32")
-    p.add_argument("--data-dir", default=None, help="TFDS data directory")
-    p.add_argument("--run-dir", default=None,
-                   help="where the run is written (default runs/DATASET-MODEL-kK)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing run in --run-dir")
-    p.add_argument("--allow-large", action="store_true",
-                   help="accept sizes above the sanity limits (e.g. --latent-dim above 4096, "
-                        "--epochs above 100000)")
-    p.set_defaults(func=run_train)
-
-    p = subparsers.add_parser("evaluate", help="-ELBO, reconstruction and KL of a trained run",
-                              description="Print (and save to RUN_DIR/evaluation.json) -ELBO, "
-                                          "reconstruction error and KL in nats per example, "
-                                          "and with --nll-samples the importance-weighted "
-                                          "NLL and bits per dimension.")
-    p.add_argument("run_dir")
-    p.add_argument("--split", choices=datasets.SPLITS, default="test")
-    p.add_argument("--nll-samples", type=int, default=0, metavar="K",
-                   help="also estimate -ln p(x) by importance sampling with K samples per "
-                        "example (5000 is the literature's standard; 0: skip)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the NLL estimate")
-    p.set_defaults(func=run_evaluate)
-
-    p = subparsers.add_parser("sample", help="draw samples from the prior as a PNG grid")
-    p.add_argument("run_dir")
-    p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("--out", required=True, help="output .png (a grid) or .npy (the array)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=run_sample)
-
-    p = subparsers.add_parser("reconstruct", help="images above their reconstructions, as PNG")
-    p.add_argument("run_dir")
-    p.add_argument("-n", type=int, default=16, help="number of images")
-    p.add_argument("--split", choices=datasets.SPLITS, default="test")
-    p.add_argument("--out", required=True, help="output .png")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=run_reconstruct)

@@ -13,14 +13,15 @@ LIMITS = {
     "batch_size": 65_536,
     "num_samples": 10_000,
     "kl_warmup": 100_000,
-    "early_stopping": 100_000,
+    "patience": 100_000,  # --early-stopping
 }
+_FLAGS = {"patience": "--early-stopping"}  # options whose flag has another name
 #: the most hidden layers (or conv blocks) accepted without --allow-large
 MAX_HIDDEN_LAYERS = 16
 
 
 def _flag(name):
-    return "--" + name.replace("_", "-")
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def check_limits(config):

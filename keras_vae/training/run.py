@@ -1,22 +1,31 @@
 """Training a run configuration into a run directory, then evaluating it and drawing its
 pictures."""
 
+import contextlib
 import math
 import os
 import shutil
 import time
 
 import keras
-import numpy as np
 
-from keras_vae import datasets, distribute, plots
+from keras_vae import compat, datasets, distribute, plots
 from keras_vae.callbacks import (
+    BestCheckpoint,
     HistoryLogger,
     KLWarmup,
     ResumableEarlyStopping,
     StopOnNaN,
+    TimeLimit,
 )
-from keras_vae.training.config import build_model, data_options, load_split, monitor
+from keras_vae.training.config import (
+    build_model,
+    data_options,
+    load_split,
+    make_config,
+    monitor,
+)
+from keras_vae.training.recipe import Recipe, upgrade_config
 from keras_vae.training.runs import (
     BACKUP_DIR,
     BEST_WEIGHTS,
@@ -39,63 +48,106 @@ class TrainingDiverged(RuntimeError):
 
 # ============================================================================ training
 def _callbacks(config, run_dir, history, backup_root=None):
+    """The callbacks of a run, in the order Keras must call them, and the ones `_train` reads
+    afterwards: (callbacks, stop_on_nan, early_stopping or None, time_limit)."""
     watched = monitor(config)
+    warmup = config["kl_warmup"] or 0
     previous = history.get(watched, [])
-    best = min((v for v in previous if math.isfinite(v)), default=None)
+    best = min((v for i, v in enumerate(previous) if math.isfinite(v) and i >= warmup),
+               default=None)
     callbacks = []
-    if config["kl_warmup"]:
-        callbacks.append(KLWarmup(config["kl_warmup"]))
+    if warmup:
+        callbacks.append(KLWarmup(warmup))
     stop_on_nan = StopOnNaN()
     callbacks.append(stop_on_nan)
     # CSVLogger before BackupAndRestore: once an epoch's backup exists, its row is written.
     callbacks.append(HistoryLogger(os.path.join(run_dir, HISTORY_FILE)))  # atomic rewrites
-    callbacks.append(keras.callbacks.ModelCheckpoint(
-        os.path.join(run_dir, BEST_WEIGHTS), monitor=watched, mode="min", save_best_only=True,
-        save_weights_only=True, initial_value_threshold=best))
-    if config["early_stopping"]:
-        callbacks.append(ResumableEarlyStopping(
-            previous, monitor=watched, mode="min", patience=config["early_stopping"],
-            start_from_epoch=config["kl_warmup"], verbose=1))
+    if config.get("strategy") == "multiworker":  # the chief writes, every worker restores
+        backup = distribute.BackupAndRestore(os.path.join(backup_root, BACKUP_DIR),
+                                             delete_checkpoint=False)
+    else:
+        backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
+                                                  double_checkpoint=True,
+                                                  delete_checkpoint=False)
+    if config["ema_momentum"]:
+        # Polyak averaging: validate on the moving average of the weights and keep it as the
+        # model at each epoch's end, so the checkpoint and early stopping see averaged
+        # weights. The backup comes first: it stores the raw weights (and the average in the
+        # optimizer), which is what a resumed run continues from.
+        callbacks += [backup, keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+    callbacks.append(BestCheckpoint(
+        os.path.join(run_dir, BEST_WEIGHTS), start_from_epoch=warmup, monitor=watched,
+        mode="min", save_best_only=True, save_weights_only=True, initial_value_threshold=best))
+    stopper = None
+    if config["patience"]:
+        stopper = ResumableEarlyStopping(previous, monitor=watched, mode="min",
+                                         patience=config["patience"], start_from_epoch=warmup,
+                                         verbose=1)
+        callbacks.append(stopper)
+    if config["reduce_lr_patience"]:
+        # Lower the learning rate when the monitored validation number stalls (the rate itself
+        # is in the optimizer's state, so a resumed run keeps it).
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=watched, mode="min", factor=config["reduce_lr_factor"],
+            patience=config["reduce_lr_patience"], min_lr=config["min_learning_rate"]))
+    time_limit = TimeLimit(config.get("time_limit"))
+    callbacks.append(time_limit)
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                  write_graph=False, profile_batch=0))
-    if config.get("strategy") == "multiworker":  # the chief writes, every worker restores
-        callbacks.append(distribute.BackupAndRestore(os.path.join(backup_root, BACKUP_DIR),
-                                                     delete_checkpoint=False))
-    else:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR),
-                                                          double_checkpoint=True,
-                                                          delete_checkpoint=False))
-    return callbacks, stop_on_nan
+    if not config["ema_momentum"]:
+        callbacks.append(backup)
+    return callbacks, stop_on_nan, stopper, time_limit
+
+
+def best_epoch(history, watched, warmup=0):
+    """The epoch (from 1) whose weights a run keeps: the lowest `watched` value after the
+    warm-up, or the last epoch when training ended inside it; None without history."""
+    values = history.get(watched) or []
+    if not values:
+        return None
+    after = [(v, i) for i, v in enumerate(values) if i >= warmup and math.isfinite(v)]
+    return min(after)[1] + 1 if after else len(values)
 
 
 def train(config, run_dir, overwrite=False, verbose=1):
-    """Trains (or resumes) the run `config` describes in `run_dir`, then evaluates it on the test
-    split and draws its pictures.
+    """Trains (or resumes) a recipe in `run_dir`, then evaluates it on the test split and draws
+    its pictures. The one training path: `keras-vae train`, `keras-vae zoo build` and the
+    Python API come here.
 
     Args:
-        config: from `make_config`.
-        run_dir: the run directory (see the module docstring).
+        config: a `Recipe`, or the dict of `make_config` (a run's config.json, older
+            spellings too).
+        run_dir: the run directory (see the package docstring).
         overwrite: replace an existing run in `run_dir` (only if it is a keras-vae run).
-        verbose: Keras verbosity (1: progress bar).
+        verbose: Keras verbosity (1: progress bar, 2: one line per epoch).
 
     Returns:
         The summary dict written to summary.json: test metrics (nats per example), epochs
-        trained, whether it resumed or stopped early, wall time in seconds.
+        trained, best epoch, what stopped training ("early_stopping", "time_limit",
+        "max_epochs"), the final learning rate, whether it resumed, wall times in seconds.
 
     Raises:
         FileExistsError: see `prepare_run_dir`. TrainingDiverged: the loss became NaN/inf.
     """
+    if isinstance(config, Recipe) or "input_shape" not in config or \
+            config.get("input_shape") is None:
+        config = make_config(recipe=config if isinstance(config, Recipe)
+                             else Recipe.from_dict(config))
+    else:
+        config = upgrade_config(config)
     started = time.time()
     # Strategy first: a multi-worker cluster must form before other TensorFlow work.
     strategy = distribute.get_strategy(config.get("strategy", "default"))
     backup_root = run_dir
     if not distribute.is_chief(strategy):  # other workers keep their files apart
-        task_type, task_id, _ = distribute._task(strategy)
+        task_type, task_id, _ = distribute.task_of(strategy)
         run_dir = os.path.join(run_dir, f"{task_type}-{task_id}")
     previous_policy = keras.mixed_precision.dtype_policy().name
     distribute.set_mixed_precision(config.get("mixed_precision"))
+    determinism = compat.deterministic_ops() if config.get("deterministic") else \
+        contextlib.nullcontext()
     try:
-        with run_lock(run_dir):  # one writer per run directory
+        with run_lock(run_dir), determinism:  # one writer per run directory
             return _train(config, run_dir, overwrite, verbose, strategy, backup_root, started)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
@@ -106,9 +158,13 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
     keras.utils.set_random_seed(config["seed"])
     model_path = os.path.join(run_dir, MODEL_FILE)
     resumed_from = 0
+    train_seconds = 0.0
     vae = finished_model(run_dir, config)  # killed after training: loaded, or repaired
     if vae is not None:
-        stopped_early = False
+        stopped_by = None
+        optimizer = getattr(vae, "optimizer", None)
+        final_learning_rate = (None if optimizer is None else
+                               float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
     else:
         resumed_from = backup_epoch(run_dir) if state == "resume" else 0
         truncate_history(run_dir, resumed_from)
@@ -121,17 +177,29 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
         valid_ds = load_split(config, "valid")
         with strategy.scope():
             vae = build_model(config)
-        callbacks, stop_on_nan = _callbacks(config, run_dir, read_history(run_dir), backup_root)
+        callbacks, stop_on_nan, stopper, limit = _callbacks(
+            config, run_dir, read_history(run_dir), backup_root)
+        fit_started = time.perf_counter()
         vae.fit(train_ds, epochs=config["epochs"], validation_data=valid_ds,
                 callbacks=callbacks, verbose=verbose, shuffle=False)  # shuffled by tf.data
+        train_seconds = time.perf_counter() - fit_started
+        # before the best epoch's checkpoint (which holds the optimizer's state) is loaded
+        final_learning_rate = float(keras.ops.convert_to_numpy(vae.optimizer.learning_rate))
         if stop_on_nan.stopped_at is not None:
             epoch, batch = stop_on_nan.stopped_at
             raise TrainingDiverged(
                 f"the loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1}; "
-                f"training stopped. Lower --lr (now {config['lr']:g}) or check the data, then "
-                "rerun with --overwrite.")
+                f"training stopped. Lower --lr (now {config['learning_rate']:g}) or check the "
+                "data, then rerun with --overwrite.")
         history = read_history(run_dir)
-        stopped_early = len(history.get("epoch", [])) < config["epochs"]
+        if stopper is not None and stopper.stopped_epoch:
+            stopped_by = "early_stopping"
+        elif limit.hit:
+            stopped_by = "time_limit"
+        elif len(history.get("epoch", [])) < config["epochs"]:
+            stopped_by = "early_stopping"  # stopped in an earlier, resumed part of the run
+        else:
+            stopped_by = "max_epochs"
         best_path = os.path.join(run_dir, BEST_WEIGHTS)
         if os.path.exists(best_path):
             vae.load_weights(best_path)
@@ -144,10 +212,12 @@ def _train(config, run_dir, overwrite, verbose, strategy, backup_root, started):
     pictures = draw_pictures(vae, config, run_dir)
     history = read_history(run_dir)
     summary = dict(test=metrics, epochs_trained=len(history.get("epoch", [])),
-                   resumed_from_epoch=resumed_from, stopped_early=stopped_early,
-                   best_epoch=(int(np.nanargmin(history[watched])) + 1
-                               if history.get(watched) else None),
-                   pictures=pictures, seconds=round(time.time() - started, 1))
+                   resumed_from_epoch=resumed_from, stopped_early=stopped_by not in
+                   (None, "max_epochs"), stopped_by=stopped_by,
+                   best_epoch=best_epoch(history, watched, config["kl_warmup"] or 0),
+                   final_learning_rate=final_learning_rate,
+                   pictures=pictures, train_seconds=round(train_seconds, 1),
+                   seconds=round(time.time() - started, 1))
     write_json(os.path.join(run_dir, SUMMARY_FILE), summary)
     return summary
 

@@ -20,6 +20,7 @@ from keras_vae.files import (
     remove_temp_files,
 )
 from keras_vae.training.config import RUN_OPTIONS, build_model, option_value
+from keras_vae.training.recipe import upgrade_config
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -381,4 +382,4 @@ def load_run(run_dir):
         raise RunDirError(f"{model_path} is damaged ({problem}): its save was cut short. Rerun "
                           "the same `keras-vae train` command to rebuild it from "
                           f"{BEST_WEIGHTS}.")
-    return keras.saving.load_model(model_path), read_json(config_path)
+    return keras.saving.load_model(model_path), upgrade_config(read_json(config_path))

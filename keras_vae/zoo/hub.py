@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from keras_vae import __version__
+from keras_vae.version import __version__
 from keras_vae.files import file_sha256
 from keras_vae.zoo.fetch import (
     DownloadError,

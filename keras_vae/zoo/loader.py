@@ -1,10 +1,10 @@
 """Building a zoo model's architecture and loading its verified weights."""
 
-import builtins
 import math
 
-from keras_vae.model import VAE
+from keras_vae.training.config import build_model
 from keras_vae.zoo.downloader import download
+from keras_vae.zoo.recipes import recipe_from_entry
 from keras_vae.zoo.registry import ARCHITECTURES, get_entry
 
 # Constructor arguments a user may change at load time: they do not change the weights.
@@ -13,16 +13,15 @@ LOAD_OVERRIDES = ("num_samples", "seed", "beta", "name")
 
 # --------------------------------------------------------------------------------- load
 def construct(entry, **overrides):
-
+    """The uncompiled VAE of a registry entry (fresh weights), built from its `Recipe` by
+    `keras_vae.training.build_model`; `overrides` replace constructor arguments."""
     architecture = entry["architecture"]
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {architecture!r} in the registry; expected one "
                          f"of {ARCHITECTURES}.")
-    config = dict(entry["config"])
-    for key in ("input_shape", "hidden_units", "filters"):
-        if isinstance(config.get(key), builtins.list):
-            config[key] = tuple(config[key])
-    return getattr(VAE, architecture)(**config, **overrides)
+    overrides.setdefault("seed", None)  # the recipe's seed is the build's, not the model's
+    return build_model(recipe_from_entry(entry, resolve_data=False), compile=False,
+                       **overrides)
 
 
 def count_parameters(vae):

@@ -23,7 +23,7 @@ import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from keras_vae import __version__
+from keras_vae.version import __version__
 from keras_vae.files import file_sha256
 from keras_vae.model import VAE, register_preset_loader
 from keras_vae.zoo import hub

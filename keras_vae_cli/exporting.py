@@ -1,0 +1,29 @@
+"""Arguments of `keras-vae export` (its handler: keras_vae/exporting/cli.py)."""
+
+from keras_vae_cli.constants import DEFAULT_FORMATS, FORMATS
+
+
+def add_commands(subparsers):
+    """Adds `keras-vae export`."""
+    parser = subparsers.add_parser(
+        "export", help="export encoder and decoder to SavedModel, ONNX and edge formats",
+        description="Export the encoder and decoder of a trained VAE, check each artifact "
+                    "against the Keras model, and write manifest.json. Formats: "
+                    + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+    parser.add_argument("model", metavar="RUN_DIR_OR_MODEL",
+                        help="a run directory holding model.keras, or a .keras file")
+    parser.add_argument("--out", required=True, help="output directory (must be new or empty)")
+    parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
+                        metavar="FORMAT", help=f"any of {', '.join(FORMATS)}, or 'edge' / 'all' "
+                                               f"(default: {' '.join(DEFAULT_FORMATS)})")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default 17)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the contents of a non-empty --out")
+    parser.add_argument("--data", help="a .npy/.npz of representative inputs for the parity "
+                                       "checks and int8 calibration (default: model samples)")
+    parser.add_argument("--data-key", help="which array of a .npz --data to use")
+    parser.add_argument("--name", help="model name for the metadata (default: the run "
+                                       "directory's or file's name)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the check inputs")
+    parser.add_argument("--quiet", action="store_true", help="print only the output folder")
+    parser.set_defaults(func="keras_vae.exporting.cli:run_command")

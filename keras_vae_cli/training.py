@@ -1,0 +1,110 @@
+"""Arguments of `keras-vae train`, `evaluate`, `sample` and `reconstruct` (their handlers:
+keras_vae/training/cli.py)."""
+
+from keras_vae_cli.constants import (
+    BINARIZE,
+    DATASET_NAMES,
+    DEFAULT_HIDDEN,
+    MIXED_PRECISION,
+    MODELS,
+    OBJECTIVES,
+    SPLITS,
+    STRATEGIES,
+)
+
+
+def add_commands(subparsers):
+    """Adds train, evaluate, sample and reconstruct to the `keras-vae` parser."""
+    p = subparsers.add_parser(
+        "train", help="train a VAE into a run directory",
+        description="Train a VAE, evaluate it on the test split and draw its pictures. Rerun "
+                    "the same command to resume an interrupted run.")
+    p.add_argument("--dataset", default="digits",
+                   help=f"{', '.join(DATASET_NAMES)}, or a .npz / IDX file or folder "
+                        "(default: digits, bundled, offline)")
+    p.add_argument("--model", choices=MODELS, default="kingma-welling")
+    p.add_argument("--latent-dim", type=int, default=2, help="K, the size of z (default 2)")
+    p.add_argument("--hidden-units", default=None,
+                   help="comma-separated hidden layer sizes (filters for conv); default "
+                        + "; ".join(f"{m}: {','.join(map(str, h))}"
+                                    for m, h in DEFAULT_HIDDEN.items()))
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--reduce-lr-patience", type=int, default=None, metavar="EPOCHS",
+                   help="multiply the learning rate by --reduce-lr-factor whenever the "
+                        "validation -ELBO has not improved for this many epochs")
+    p.add_argument("--reduce-lr-factor", type=float, default=0.5)
+    p.add_argument("--min-lr", type=float, default=1e-5,
+                   help="the learning rate is never reduced below this")
+    p.add_argument("--ema-momentum", type=float, default=None, metavar="MOMENTUM",
+                   help="keep a moving average of the weights (e.g. 0.999): validated, "
+                        "checkpointed and saved instead of the raw weights")
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight (1: the ELBO)")
+    p.add_argument("--kl-warmup", type=int, default=0, metavar="EPOCHS",
+                   help="ramp beta from 0 to --beta over this many epochs")
+    p.add_argument("--num-samples", type=int, default=1, metavar="L",
+                   help="Monte Carlo samples of z per example")
+    p.add_argument("--objective", choices=OBJECTIVES, default="elbo",
+                   help="train on the ELBO, or on the importance-weighted bound (Burda et al.) "
+                        "with k = --num-samples; iwae_dreg: that bound with doubly "
+                        "reparameterized encoder gradients (Tucker et al.)")
+    p.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    p.add_argument("--binarize", choices=("none",) + BINARIZE[1:], default="none",
+                   help="Bernoulli draws of the pixels: once (static) or every epoch "
+                        "(dynamic); or threshold: 1 where the pixel is above 0.5")
+    p.add_argument("--scale", default="auto",
+                   help="divide pixels by this number; auto: by the source's maximum; none")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a better validation -ELBO")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop at the end of the epoch in which this much training time ran out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow's deterministic ops: the same weights on every rerun "
+                        "(as `zoo build` trains)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="default",
+                   help="tf.distribute strategy: mirrored (this machine's devices) or "
+                        "multiworker (reads TF_CONFIG; run the same command on every worker "
+                        "with a shared --run-dir). --batch-size is the global batch.")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISION[1:], default=None,
+                   help="compute the networks in 16 bits; KL and likelihood stay float32")
+    p.add_argument("--data-dir", default=None, help="TFDS data directory")
+    p.add_argument("--run-dir", default=None,
+                   help="where the run is written (default runs/DATASET-MODEL-kK)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run in --run-dir")
+    p.add_argument("--allow-large", action="store_true",
+                   help="accept sizes above the sanity limits (e.g. --latent-dim above 4096, "
+                        "--epochs above 100000)")
+    p.set_defaults(func="keras_vae.training.cli:run_train")
+
+    p = subparsers.add_parser("evaluate", help="-ELBO, reconstruction and KL of a trained run",
+                              description="Print (and save to RUN_DIR/evaluation.json) -ELBO, "
+                                          "reconstruction error and KL in nats per example, "
+                                          "and with --nll-samples the importance-weighted "
+                                          "NLL and bits per dimension.")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--nll-samples", type=int, default=0, metavar="K",
+                   help="also estimate -ln p(x) by importance sampling with K samples per "
+                        "example (5000 is the literature's standard; 0: skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the NLL estimate")
+    p.set_defaults(func="keras_vae.training.cli:run_evaluate")
+
+    p = subparsers.add_parser("sample", help="draw samples from the prior as a PNG grid")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--out", required=True, help="output .png (a grid) or .npy (the array)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func="keras_vae.training.cli:run_sample")
+
+    p = subparsers.add_parser("reconstruct", help="images above their reconstructions, as PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=16, help="number of images")
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--out", required=True, help="output .png")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func="keras_vae.training.cli:run_reconstruct")
