@@ -34,6 +34,30 @@ def load_vae(path):
     return model
 
 
+def load_source(spec, verbose=True):
+    """(vae, source) for SOURCE: a run directory, a .keras file, or a zoo name / preset handle.
+
+    `source` describes it for the manifest and the card ({"kind": "run"|"keras_file"|"zoo"|
+    "preset", ...})."""
+    from keras_vae import zoo
+    from keras_vae.model import VAE
+    from keras_vae.zoo.registry import REGISTRY
+
+    path = Path(spec)
+    if path.exists():
+        kind = "run" if path.is_dir() else "keras_file"
+        return load_vae(path), {"kind": kind, "path": str(path.resolve())}
+    if spec in REGISTRY:
+        return zoo.load(spec, compile=False, verbose=verbose), {"kind": "zoo", "name": spec}
+    looks_like_path = spec.endswith(".keras") or "/" in spec or "\\" in spec
+    from_preset = getattr(VAE, "from_preset", None)
+    if from_preset is not None and not looks_like_path:
+        return from_preset(spec), {"kind": "preset", "name": spec}
+    raise FileNotFoundError(
+        f"{spec} does not exist and is not a zoo model; pass a run directory, a .keras file "
+        "or a zoo name (keras-vae zoo list).")
+
+
 def load_array(path, key=None):
     """Inputs from a .npy file or a .npz archive (array `key`, else "test", "valid", "x",
     "train", or its only array), as float32."""
@@ -55,16 +79,17 @@ def load_array(path, key=None):
 
 
 def _run_command(args):
-    vae = load_vae(args.model)
+    vae, source = load_source(args.model, verbose=not args.quiet)
     data = load_array(args.data, args.data_key) if args.data else None
     if data is not None and data.ndim >= 2 and tuple(data.shape[1:]) != vae.input_shape_ \
             and int(np.prod(data.shape[1:])) == int(np.prod(vae.input_shape_)):
         data = data.reshape((-1,) + tuple(vae.input_shape_))
-    name = args.name or (Path(args.model).name if Path(args.model).is_dir()
+    name = args.name or (source["name"] if "name" in source else
+                         Path(args.model).name if Path(args.model).is_dir()
                          else Path(args.model).stem)
     manifest = export(vae, args.out, formats=args.formats, opset=args.opset,
                       overwrite=args.overwrite, data=data, name=name, seed=args.seed,
-                      verbose=not args.quiet)
+                      verbose=not args.quiet, source=source)
     if args.quiet:
         print(args.out)
     return 0 if manifest else 1
@@ -74,18 +99,24 @@ def add_commands(subparsers):
     """Adds `keras-vae export`."""
     parser = subparsers.add_parser(
         "export", help="export encoder and decoder to SavedModel, ONNX and edge formats",
-        description="Export the encoder and decoder of a trained VAE, check each artifact "
-                    "against the Keras model, and write manifest.json. Formats: "
+        description="Export the encoder and decoder of a trained VAE as a self-contained "
+                    "bundle: every artifact checked against the Keras model, manifest.json "
+                    "(the I/O contract), README.md (model card) and vae_runtime.py (runs it "
+                    "with numpy + onnxruntime). Formats: "
                     + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
-    parser.add_argument("model", metavar="RUN_DIR_OR_MODEL",
-                        help="a run directory holding model.keras, or a .keras file")
+    parser.add_argument("model", metavar="SOURCE",
+                        help="a run directory holding model.keras, a .keras file, or a zoo "
+                             "model name (keras-vae zoo list)")
     parser.add_argument("--out", required=True, help="output directory (must be new or empty)")
     parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
                         metavar="FORMAT", help=f"any of {', '.join(FORMATS)}, or 'edge' / 'all' "
+                                               "(every variant that meets its error budget; "
+                                               "the others are listed in manifest.json) "
                                                f"(default: {' '.join(DEFAULT_FORMATS)})")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default 17)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the contents of a non-empty --out")
+                        help="replace a previous export in --out (never other files, never the "
+                             "source)")
     parser.add_argument("--data", help="a .npy/.npz of representative inputs for the parity "
                                        "checks and int8 calibration (default: model samples)")
     parser.add_argument("--data-key", help="which array of a .npz --data to use")
