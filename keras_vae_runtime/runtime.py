@@ -259,9 +259,10 @@ class ExportedVAE:
                       f"{', '.join(map(str, self.input_shape))}) (or n rows of {size} values).")
         if x.ndim < 1:
             _fail(f"{what} must be an array of examples, got a scalar.")
-        x = x.astype("float32")
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
+            x = x.astype("float32")
         if len(x) and not np.all(np.isfinite(x)):
-            _fail(f"{what} contains NaN or infinite values.")
+            _fail(f"{what} contains NaN or infinite values (or values too large for float32).")
         if len(x) and self.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
             _fail(f"{what} has values in [{x.min():g}, {x.max():g}] but this Bernoulli model "
                   "takes data in [0, 1]; scale it (e.g. x / 255).")
@@ -274,7 +275,8 @@ class ExportedVAE:
         z = self._real(z, "z")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             _fail(f"z must have shape (n, {self.latent_dim}), got {z.shape}.")
-        z = z.astype("float32")
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, in one line
+            z = z.astype("float32")
         if not np.all(np.isfinite(z)):
             _fail("z contains NaN or infinite values (or values too large for float32).")
         return z

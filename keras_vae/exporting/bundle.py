@@ -192,10 +192,14 @@ def _fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _cell(text):
+    return str(text).replace("|", "\\|")
+
+
 def _tensor_rows(tensors):
     return "\n".join(
         f"| {t['index']} | `{t['name']}` | {t['dtype']} | ({', '.join(map(str, t['shape']))}) | "
-        f"{t['layout']} | {t['meaning']} |" for t in tensors)
+        f"{_cell(t['layout'])} | {_cell(t['meaning'])} |" for t in tensors)
 
 
 def card(manifest, description=None, numbers=None):
@@ -219,7 +223,8 @@ def card(manifest, description=None, numbers=None):
         lines.append(f"| `{a['path']}` | {a['format']} | {a['precision']} | "
                      f"{a['size_bytes'] / 1024:.0f} KiB | {a['scaled_max_abs_diff']:.1e} |")
     for r in manifest.get("refused", []):
-        lines.append(f"| ~~`{r['path']}`~~ refused | {r['format']} | - | - | {r['reason']} |")
+        lines.append(f"| ~~`{r['path']}`~~ refused | {r['format']} | - | - | "
+                     f"{_cell(r['reason'])} |")
     lines += ["", "## Run it (numpy + onnxruntime only)", "", "```bash",
               "pip install numpy onnxruntime     # Pillow only to read image files",
               "python vae_runtime.py info .",
@@ -237,8 +242,8 @@ def card(manifest, description=None, numbers=None):
     for component in ("encoder", "decoder"):
         part = contract[component]
         lines += [f"**{component}**", "", "| | name | dtype | shape | layout | meaning |",
-                  "|---|---|---|---|---|---|", "inputs | | | | | |",
-                  _tensor_rows(part["inputs"]), "outputs | | | | | |",
+                  "|---|---|---|---|---|---|", "| **inputs** | | | | | |",
+                  _tensor_rows(part["inputs"]), "| **outputs** | | | | | |",
                   _tensor_rows(part["outputs"]), ""]
     x_in = contract["encoder"]["inputs"][0]
     lines += [f"- Input domain: {x_in['domain']}. Preprocessing: {x_in['preprocessing']}.",
