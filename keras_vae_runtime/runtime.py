@@ -180,12 +180,14 @@ class ExportedVAE:
                     f"{'|'.join(p for p in self.available_precisions()) or 'fp32'}).")
         present = [p for p in PRECISION_SUFFIX if p != self.precision
                    and self._path(component, p).is_file()]
+        fmt = "onnx" if self.precision == "fp32" else "onnx_" + self.precision
+        fix = (f"copy it with the bundle, or export it with `keras-vae export ... --formats "
+               f"{fmt}`")
         if present:
             return (f"{path} does not exist, but this folder holds the {' and '.join(present)} "
-                    f"variant: pass --precision {present[0]} (precision={present[0]!r}).")
-        fmt = "onnx" if self.precision == "fp32" else "onnx_" + self.precision
-        return (f"{path} does not exist; copy it with the bundle, or export it with "
-                f"`keras-vae export ... --formats {fmt}`.")
+                    f"variant{'s' if len(present) > 1 else ''}: pass --precision {present[0]} "
+                    f"(precision={present[0]!r}), or {fix}.")
+        return f"{path} does not exist; {fix}."
 
     def _session(self, component):
         if component not in self._sessions:

@@ -281,7 +281,8 @@ def test_manifest_hashes_sizes_and_parity(exported, models):
     folder = exported["kw_diag"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["latent_dim"] == 6 and manifest["input_shape"] == [64]
-    assert manifest["signatures"]["encoder"] == {"input": "x", "outputs": ["z_mean", "z_log_var"]}
+    assert manifest["signatures"]["encoder"] == {"input": "x", "inputs": ["x"],
+                                                 "outputs": ["z_mean", "z_log_var"]}
     listed = set()
     for artifact in manifest["artifacts"]:
         for entry in artifact["files"]:

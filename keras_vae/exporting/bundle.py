@@ -217,7 +217,7 @@ def card(manifest, description=None, numbers=None):
         lines += ["## Measured", "", "| quantity | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in numbers.items()]
         lines.append("")
-    lines += ["## Files", "", "| file | format | precision | size | max diff vs Keras |",
+    lines += ["## Files", "", "| file | format | precision | size | max diff vs Keras (scaled) |",
               "|---|---|---|---|---|"]
     for a in manifest["artifacts"]:
         lines.append(f"| `{a['path']}` | {a['format']} | {a['precision']} | "

@@ -42,9 +42,10 @@ class Graphs:
         x_spec = tf.TensorSpec((None,) + tuple(vae.input_shape_), tf.float32, name="x")
         z_spec = tf.TensorSpec((None, vae.latent_dim), tf.float32, name="z")
         self.autoregressive = bool(getattr(vae, "autoregressive", False))
-        self.specs = {"encoder": [x_spec],
-                      "decoder": [z_spec, x_spec] if self.autoregressive else [z_spec]}
-        self.input_names = {c: tuple(s.name for s in self.specs[c]) for c in COMPONENTS}
+        self.input_specs = {"encoder": [x_spec],
+                            "decoder": [z_spec, x_spec] if self.autoregressive else [z_spec]}
+        self.specs = {c: self.input_specs[c][0] for c in COMPONENTS}  # the first input's
+        self.input_names = {c: tuple(s.name for s in self.input_specs[c]) for c in COMPONENTS}
         if vae.likelihood == "gaussian":
             self.decoder_log_var = np.asarray(ops.convert_to_numpy(vae.decoder_log_variance()),
                                               dtype="float32")
@@ -76,7 +77,8 @@ class Graphs:
     def tf_function(self, component):
         import tensorflow as tf
 
-        return tf.function(self.functions[component], input_signature=self.specs[component])
+        return tf.function(self.functions[component],
+                           input_signature=self.input_specs[component])
 
     def _check_deterministic(self, component):
         graph_def = self.tf_function(component).get_concrete_function().graph.as_graph_def()
@@ -118,5 +120,5 @@ def write_saved_model(graphs, component, path):
     archive = keras.export.ExportArchive()
     archive.track(graphs.keras_models[component])
     archive.add_endpoint("serving_default", graphs.functions[component],
-                         input_signature=graphs.specs[component])
+                         input_signature=graphs.input_specs[component])
     archive.write_out(str(path), verbose=False)

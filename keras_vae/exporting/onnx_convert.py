@@ -63,7 +63,7 @@ def finish_onnx(model, metadata, output_order, input_order=None, doc_string=None
 def to_onnx(graphs, component, opset):
     import tf2onnx
 
-    spec = graphs.specs[component]
+    spec = graphs.input_specs[component]
     tf2onnx_logger = logging.getLogger("tf2onnx")
     level = tf2onnx_logger.level
     tf2onnx_logger.setLevel(logging.ERROR)
