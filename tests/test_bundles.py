@@ -207,6 +207,7 @@ def test_litert_outputs_by_index_follow_the_manifest(conv_bundle):
                                        atol=1e-5)
 
 
+@pytest.mark.large  # a second TensorFlow process
 def test_saved_models_load_from_the_tf_serving_path_in_another_process(conv_bundle, tmp_path):
     vae, x, folder = conv_bundle
     for component in ("encoder", "decoder"):
@@ -411,3 +412,25 @@ def test_zoo_models_export_all_formats_by_name(tmp_path, name):
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_path=str(out / "encoder.tflite"))
     assert interpreter.get_output_details()[0]["name"] == "z_mean"
+
+
+def test_installed_runtime_imports_without_tensorflow(pixel_bundle):
+    """`keras_vae_runtime` (shipped in the wheel, console script keras-vae-runtime) never
+    imports TensorFlow or Keras, and its command line runs a bundle."""
+    import tomllib
+
+    _, folder = pixel_bundle
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["keras-vae-runtime"] == "keras_vae_runtime.runtime:console_main"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    code = ("import sys, keras_vae_runtime, keras_vae_runtime.runtime as r; "
+            "assert callable(r.console_main); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'keras_vae', 'jax')))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "keras_vae_runtime", "info", str(folder)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["autoregressive"] is True

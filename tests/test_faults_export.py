@@ -258,6 +258,7 @@ KILLED_EXPORT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.large  # a TensorFlow process, killed
 def test_a_killed_exports_leftovers_are_cleaned_by_the_next_export(tmp_path, monkeypatch):
     scratch_root = tmp_path / "tmpdir"
     scratch_root.mkdir()
