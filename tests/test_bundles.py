@@ -417,11 +417,9 @@ def test_zoo_models_export_all_formats_by_name(tmp_path, name):
 def test_installed_runtime_imports_without_tensorflow(pixel_bundle):
     """`keras_vae_runtime` (shipped in the wheel, console script keras-vae-runtime) never
     imports TensorFlow or Keras, and its command line runs a bundle."""
-    import tomllib
-
     _, folder = pixel_bundle
-    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["keras-vae-runtime"] == "keras_vae_runtime.runtime:console_main"
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()  # (tomllib needs Python 3.11)
+    assert 'keras-vae-runtime = "keras_vae_runtime.runtime:console_main"' in pyproject
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     code = ("import sys, keras_vae_runtime, keras_vae_runtime.runtime as r; "
             "assert callable(r.console_main); "
