@@ -264,7 +264,7 @@ def source_numbers(source):
     summary.json; (None, None) when nothing was measured."""
     if not source:
         return None, None
-    if source.get("kind") == "zoo":
+    if source.get("kind") in ("zoo", "preset") and source.get("name"):
         from keras_vae.zoo.registry import REGISTRY
 
         entry = REGISTRY.get(source["name"], {})

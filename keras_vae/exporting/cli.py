@@ -44,13 +44,19 @@ def load_source(spec, verbose=True):
     from keras_vae.zoo.registry import REGISTRY
 
     path = Path(spec)
+    from_preset = getattr(VAE, "from_preset", None)
+    if path.is_dir() and not (path / "model.keras").exists() and from_preset is not None \
+            and (path / "config.json").is_file() and not (path / "history.csv").exists():
+        # a preset folder (config.json + weights), not a run directory
+        return from_preset(str(path)), {"kind": "preset", "name": path.name,
+                                        "path": str(path.resolve())}
     if path.exists():
         kind = "run" if path.is_dir() else "keras_file"
         return load_vae(path), {"kind": kind, "path": str(path.resolve())}
     if spec in REGISTRY:
         return zoo.load(spec, compile=False, verbose=verbose), {"kind": "zoo", "name": spec}
-    looks_like_path = spec.endswith(".keras") or "/" in spec or "\\" in spec
-    from_preset = getattr(VAE, "from_preset", None)
+    looks_like_path = "://" not in spec and (spec.endswith(".keras") or "/" in spec
+                                             or "\\" in spec)
     if from_preset is not None and not looks_like_path:
         return from_preset(spec), {"kind": "preset", "name": spec}
     raise FileNotFoundError(
