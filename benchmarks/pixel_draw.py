@@ -52,7 +52,8 @@ def main(argv=None):
         os.environ.setdefault("KERAS_VAE_WEIGHTS_URL", str(REPO / "weights"))
         vae = kv.zoo.load("pixelcnn_mnist_z32", compile=False, verbose=False)
         name, rounds = "pixelcnn_mnist_z32", args.rounds
-    folder = Path(tempfile.mkdtemp(prefix="pixel-draw-")) / "bundle"
+    work = tempfile.TemporaryDirectory(prefix="pixel-draw-")  # removed when the run ends
+    folder = Path(work.name) / "bundle"
     kv.export(vae, folder)
     runtime = ExportedVAE(folder, threads=args.threads)
     rng = np.random.default_rng(0)
@@ -84,6 +85,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
+    work.cleanup()
 
 
 if __name__ == "__main__":
