@@ -86,7 +86,8 @@ def runners(folder, component, model, input_name):
         runner = interpreter.get_signature_runner("serving_default")
         return lambda x: runner(**{input_name: x})
 
-    signature = tf.saved_model.load(str(folder / component)).signatures["serving_default"]
+    saved_model = folder / f"saved_model/{component}/1"  # TF Serving's layout
+    signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     files = {"onnxruntime": (onnx_runner, f"{component}.onnx", {}),
              "onnxruntime_1thread": (onnx_runner, f"{component}.onnx", {"threads": 1}),
              "onnxruntime_fp16": (onnx_runner, f"{component}.fp16.onnx", {}),

@@ -7,18 +7,24 @@ def add_commands(subparsers):
     """Adds `keras-vae export`."""
     parser = subparsers.add_parser(
         "export", help="export encoder and decoder to SavedModel, ONNX and edge formats",
-        description="Export the encoder and decoder of a trained VAE, check each artifact "
-                    "against the Keras model, and write manifest.json. Formats: "
+        description="Export the encoder and decoder of a trained VAE as a self-contained "
+                    "bundle: every artifact checked against the Keras model, manifest.json "
+                    "(the I/O contract), README.md (model card) and vae_runtime.py (runs it "
+                    "with numpy + onnxruntime). Formats: "
                     + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
-    parser.add_argument("model", metavar="RUN_DIR_OR_MODEL",
-                        help="a run directory holding model.keras, or a .keras file")
+    parser.add_argument("model", metavar="SOURCE",
+                        help="a run directory holding model.keras, a .keras file, or a zoo "
+                             "model name (keras-vae zoo list)")
     parser.add_argument("--out", required=True, help="output directory (must be new or empty)")
     parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
                         metavar="FORMAT", help=f"any of {', '.join(FORMATS)}, or 'edge' / 'all' "
+                                               "(every variant that meets its error budget; "
+                                               "the others are listed in manifest.json) "
                                                f"(default: {' '.join(DEFAULT_FORMATS)})")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default 17)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the contents of a non-empty --out")
+                        help="replace a previous export in --out (never other files, never the "
+                             "source)")
     parser.add_argument("--data", help="a .npy/.npz of representative inputs for the parity "
                                        "checks and int8 calibration (default: model samples)")
     parser.add_argument("--data-key", help="which array of a .npz --data to use")

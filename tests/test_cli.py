@@ -380,5 +380,6 @@ def test_train_on_jax_then_export_under_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     measured = {a["path"]: a["scaled_max_abs_diff"] for a in manifest["artifacts"]}
-    assert {"encoder", "decoder", "encoder.onnx", "decoder.onnx"} <= set(measured)
+    assert {"saved_model/encoder/1", "saved_model/decoder/1", "encoder.onnx",
+            "decoder.onnx"} <= set(measured)
     assert max(measured.values()) <= 1e-5

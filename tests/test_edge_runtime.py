@@ -1,4 +1,4 @@
-"""The edge runtime `export/vae_runtime.py` runs in a process where TensorFlow and Keras cannot
+"""The edge runtime `keras_vae_runtime/runtime.py` (each bundle's `vae_runtime.py`) runs in a process where TensorFlow and Keras cannot
 be imported, on folders exported here, and gives what the Keras model gives: decoded pictures,
 latent means, and -ELBO anomaly scores (at the posterior mean, and Monte Carlo with known eps)."""
 
@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 import keras_vae as kv  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RUNTIME = REPO_ROOT / "export" / "vae_runtime.py"
+RUNTIME = REPO_ROOT / "keras_vae_runtime" / "runtime.py"
 
 # Put first on PYTHONPATH, this sitecustomize makes any import of these packages fail.
 BLOCKER = textwrap.dedent("""
@@ -164,7 +164,7 @@ def test_int8_variant_and_python_api_in_a_blocked_process(bernoulli, gaussian_fu
     script = textwrap.dedent(f"""
         import sys, numpy as np
         sys.path.insert(0, {str(RUNTIME.parent)!r})
-        from vae_runtime import ExportedVAE
+        from runtime import ExportedVAE
         x = np.load(sys.argv[1])
         gauss = ExportedVAE(sys.argv[2])
         int8 = ExportedVAE(sys.argv[3], precision="int8")

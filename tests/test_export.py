@@ -135,7 +135,7 @@ def test_saved_model_signatures_and_parity(name, models, exported):
     enc_second, dec_second = NAMES[name]
     for component, input_name, outputs in (("encoder", "x", {"z_mean", enc_second}),
                                            ("decoder", "z", {"x_mean", dec_second})):
-        loaded = tf.saved_model.load(str(exported[name] / component))
+        loaded = tf.saved_model.load(str(exported[name] / exporting.artifact_path("saved_model", component)))
         signature = loaded.signatures["serving_default"]
         assert set(signature.structured_input_signature[1]) == {input_name}
         assert set(signature.structured_outputs) == outputs
@@ -254,7 +254,7 @@ def test_onnx_metadata_checker_and_no_random_ops(name, models, exported):
         assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform",
                           "RandomUniformLike", "Multinomial", "Bernoulli"}
         # and the SavedModel graph, with every function it calls
-        loaded = tf.saved_model.load(str(exported[name] / component))
+        loaded = tf.saved_model.load(str(exported[name] / exporting.artifact_path("saved_model", component)))
         graph_def = loaded.signatures["serving_default"].graph.as_graph_def()
         tf_ops = {n.op for n in graph_def.node} | {
             n.op for f in graph_def.library.function for n in f.node_def}
@@ -281,7 +281,8 @@ def test_manifest_hashes_sizes_and_parity(exported, models):
     folder = exported["kw_diag"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["latent_dim"] == 6 and manifest["input_shape"] == [64]
-    assert manifest["signatures"]["encoder"] == {"input": "x", "outputs": ["z_mean", "z_log_var"]}
+    assert manifest["signatures"]["encoder"] == {"input": "x", "inputs": ["x"],
+                                                 "outputs": ["z_mean", "z_log_var"]}
     listed = set()
     for artifact in manifest["artifacts"]:
         for entry in artifact["files"]:
@@ -293,8 +294,13 @@ def test_manifest_hashes_sizes_and_parity(exported, models):
         assert set(artifact["by_batch"]) >= {"batch_1", "batch_64"}
         if artifact["precision"] == "fp32":
             assert artifact["scaled_max_abs_diff"] <= 1e-5
+    for entry in manifest["bundle"]["files"]:  # the runtime and the card
+        assert hashlib.sha256((folder / entry["path"]).read_bytes()).hexdigest() == \
+            entry["sha256"]
+        listed.add(entry["path"])
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert on_disk - listed == {"manifest.json"}
+    assert {"vae_runtime.py", "README.md"} <= listed
     assert {(a["component"], a["format"]) for a in manifest["artifacts"]} == {
         (c, f) for c in exporting.COMPONENTS for f in exporting.ALL_FORMATS}
 
@@ -414,10 +420,10 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
     kv.export(vae, out, formats="onnx")
     with pytest.raises(FileExistsError, match="overwrite"):
         kv.export(vae, out, formats="onnx")
-    (out / "stale.txt").write_text("from an older export")
     kv.export(vae, out, formats=("onnx", "onnx_fp16"), overwrite=True)
-    assert not (out / "stale.txt").exists()  # replaced as a whole
     assert (out / "decoder.fp16.onnx").is_file()
+    kv.export(vae, out, formats="onnx", overwrite=True)
+    assert not (out / "decoder.fp16.onnx").exists()  # replaced as a whole
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         kv.export(vae, tmp_path / "a_file", formats="onnx")
@@ -430,8 +436,8 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, existi
     vae = _tiny_vae()
     out = tmp_path / "out"
     if existing:
-        out.mkdir()
-        (out / "keep.txt").write_text("previous export")
+        kv.export(vae, out, formats="onnx")  # a previous export, which --overwrite may replace
+        before = sorted(p.name for p in out.iterdir())
     budgets = {k: dict(v) for k, v in exporting.ERROR_BUDGETS.items()}
     budgets["onnx"]["max"] = -1.0  # any measured difference fails
     monkeypatch.setattr(exporting.formats, "ERROR_BUDGETS", budgets)
@@ -439,7 +445,7 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch, existi
         kv.export(vae, out, formats=("saved_model", "onnx"), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
     if existing:
-        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_bad_arguments_are_named(tmp_path, digits):

@@ -20,9 +20,9 @@ LAYERS = (
     ("keras_vae.layers",),
     ("keras_vae.networks",),
     ("keras_vae.evaluation",),
+    ("keras_vae.callbacks",),  # plain Keras callbacks: they read the model's attributes only
     ("keras_vae.model",),
     ("keras_vae.datasets", "keras_vae.distribute", "keras_vae.plots"),
-    ("keras_vae.callbacks",),
     ("keras_vae.training",),
     ("keras_vae.zoo", "keras_vae.exporting"),
     ("keras_vae.cli", "keras_vae.__main__"),

@@ -34,6 +34,36 @@ def load_vae(path):
     return model
 
 
+def load_source(spec, verbose=True):
+    """(vae, source) for SOURCE: a run directory, a .keras file, or a zoo name / preset handle.
+
+    `source` describes it for the manifest and the card ({"kind": "run"|"keras_file"|"zoo"|
+    "preset", ...})."""
+    from keras_vae import zoo
+    from keras_vae.model import VAE
+    from keras_vae.zoo.registry import REGISTRY
+
+    path = Path(spec)
+    from_preset = getattr(VAE, "from_preset", None)
+    if path.is_dir() and not (path / "model.keras").exists() and from_preset is not None \
+            and (path / "config.json").is_file() and not (path / "history.csv").exists():
+        # a preset folder (config.json + weights), not a run directory
+        return from_preset(str(path)), {"kind": "preset", "name": path.name,
+                                        "path": str(path.resolve())}
+    if path.exists():
+        kind = "run" if path.is_dir() else "keras_file"
+        return load_vae(path), {"kind": kind, "path": str(path.resolve())}
+    if spec in REGISTRY:
+        return zoo.load(spec, compile=False, verbose=verbose), {"kind": "zoo", "name": spec}
+    looks_like_path = "://" not in spec and (spec.endswith(".keras") or "/" in spec
+                                             or "\\" in spec)
+    if from_preset is not None and not looks_like_path:
+        return from_preset(spec), {"kind": "preset", "name": spec}
+    raise FileNotFoundError(
+        f"{spec} does not exist and is not a zoo model; pass a run directory, a .keras file "
+        "or a zoo name (keras-vae zoo list).")
+
+
 def load_array(path, key=None):
     """Inputs from a .npy file or a .npz archive (array `key`, else "test", "valid", "x",
     "train", or its only array), as float32."""
@@ -55,16 +85,17 @@ def load_array(path, key=None):
 
 
 def run_command(args):
-    vae = load_vae(args.model)
+    vae, source = load_source(args.model, verbose=not args.quiet)
     data = load_array(args.data, args.data_key) if args.data else None
     if data is not None and data.ndim >= 2 and tuple(data.shape[1:]) != vae.input_shape_ \
             and int(np.prod(data.shape[1:])) == int(np.prod(vae.input_shape_)):
         data = data.reshape((-1,) + tuple(vae.input_shape_))
-    name = args.name or (Path(args.model).name if Path(args.model).is_dir()
+    name = args.name or (source["name"] if "name" in source else
+                         Path(args.model).name if Path(args.model).is_dir()
                          else Path(args.model).stem)
     manifest = export(vae, args.out, formats=args.formats, opset=args.opset,
                       overwrite=args.overwrite, data=data, name=name, seed=args.seed,
-                      verbose=not args.quiet)
+                      verbose=not args.quiet, source=source)
     if args.quiet:
         print(args.out)
     return 0 if manifest else 1

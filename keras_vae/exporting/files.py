@@ -16,17 +16,6 @@ def file_entries(root, rel):
              "size_bytes": p.stat().st_size} for p in paths]
 
 
-def check_out_dir(out_dir, overwrite):
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is a file; choose another output directory.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out} is not empty; pass overwrite=True (keras-vae export --overwrite) to replace "
-            "its contents, or choose another output directory.")
-    return out
-
-
 def move_into_place(tmp, out):
     """Replaces `out` by the finished folder `tmp` (renames on one filesystem)."""
     old = None

@@ -3,7 +3,8 @@
 
 # Every format `export` can write, and the files it writes for each.
 FORMATS = {
-    "saved_model": "encoder/, decoder/: TensorFlow SavedModels (fp32)",
+    "saved_model": "saved_model/encoder/1/, saved_model/decoder/1/: TensorFlow SavedModels "
+                   "(fp32) in TF Serving's <base>/<version>/ layout",
     "onnx": "encoder.onnx, decoder.onnx (fp32)",
     "onnx_fp16": "encoder.fp16.onnx, decoder.fp16.onnx: float16 weights and math, float32 I/O",
     "onnx_int8": "encoder.int8.onnx, decoder.int8.onnx: int8 (dynamic quantization for MLPs, "
@@ -45,8 +46,10 @@ _FILE_NAMES = {
     "onnx_int8": "{}.int8.onnx",
     "tflite": "{}.tflite",
     "tflite_int8": "{}.int8.tflite",
-    "saved_model": "{}",
+    "saved_model": "saved_model/{}/1",  # TF Serving: <model_base_path>/<version>/
 }
+# Formats an autoregressive decoder (two inputs, (z, x) -> logits) is exported to.
+AUTOREGRESSIVE_FORMATS = ("saved_model", "onnx", "onnx_fp16")
 PRECISION = {"saved_model": "fp32", "onnx": "fp32", "tflite": "fp32", "onnx_fp16": "fp16",
               "onnx_int8": "int8", "tflite_int8": "int8"}
 
@@ -59,6 +62,7 @@ class ExportError(ValueError):
     def __init__(self, message, fmt=None):
         super().__init__(message)
         self.fmt = fmt
+        self.measured = None  # the measurement that missed the budget, when one did
 
 
 def artifact_path(fmt, component):
@@ -74,6 +78,8 @@ def signature_names(vae):
     """
     second = "z_log_var" if vae.posterior == "diagonal" else "z_scale_tril"
     extra = "x_logits" if vae.likelihood == "bernoulli" else "x_log_var"
+    if getattr(vae, "autoregressive", False):  # (z, x) -> logits of p(x_i | x_<i, z)
+        return {"encoder": ("x", ("z_mean", second)), "decoder": ("z", ("x_logits",))}
     return {"encoder": ("x", ("z_mean", second)), "decoder": ("z", ("x_mean", extra))}
 
 

@@ -37,12 +37,15 @@ class Graphs:
         self.encoder = _float32_model(vae.encoder)
         self.decoder = _float32_model(vae.decoder)
         names = signature_names(vae)
-        self.input_names = {c: names[c][0] for c in COMPONENTS}
         self.output_names = {c: names[c][1] for c in COMPONENTS}
-        self.specs = {
-            "encoder": tf.TensorSpec((None,) + tuple(vae.input_shape_), tf.float32, name="x"),
-            "decoder": tf.TensorSpec((None, vae.latent_dim), tf.float32, name="z"),
-        }
+        # Input specs in positional order (an autoregressive decoder reads (z, x)).
+        x_spec = tf.TensorSpec((None,) + tuple(vae.input_shape_), tf.float32, name="x")
+        z_spec = tf.TensorSpec((None, vae.latent_dim), tf.float32, name="z")
+        self.autoregressive = bool(getattr(vae, "autoregressive", False))
+        self.input_specs = {"encoder": [x_spec],
+                            "decoder": [z_spec, x_spec] if self.autoregressive else [z_spec]}
+        self.specs = {c: self.input_specs[c][0] for c in COMPONENTS}  # the first input's
+        self.input_names = {c: tuple(s.name for s in self.input_specs[c]) for c in COMPONENTS}
         if vae.likelihood == "gaussian":
             self.decoder_log_var = np.asarray(ops.convert_to_numpy(vae.decoder_log_variance()),
                                               dtype="float32")
@@ -62,7 +65,11 @@ class Graphs:
             # A NumPy constant becomes a Const node (a captured tensor would be a graph input).
             return {"x_mean": params, "x_log_var": tf.zeros_like(params) + tf.constant(log_var)}
 
-        self.functions = {"encoder": encode, "decoder": decode}
+        def decode_autoregressive(z, x):
+            return {"x_logits": decoder([z, x], training=False)}
+
+        self.functions = {"encoder": encode,
+                          "decoder": decode_autoregressive if self.autoregressive else decode}
         self.keras_models = {"encoder": encoder, "decoder": decoder}
         for component in COMPONENTS:
             self._check_deterministic(component)
@@ -70,7 +77,8 @@ class Graphs:
     def tf_function(self, component):
         import tensorflow as tf
 
-        return tf.function(self.functions[component], input_signature=[self.specs[component]])
+        return tf.function(self.functions[component],
+                           input_signature=self.input_specs[component])
 
     def _check_deterministic(self, component):
         graph_def = self.tf_function(component).get_concrete_function().graph.as_graph_def()
@@ -87,7 +95,13 @@ class Graphs:
         from keras import ops
 
         model = self.keras_models[component]
-        params = model(ops.convert_to_tensor(inputs, dtype="float32"), training=False)
+        if isinstance(inputs, dict):  # named inputs (the autoregressive decoder's z and x)
+            params = model([ops.convert_to_tensor(inputs[n], dtype="float32")
+                            for n in self.input_names[component]], training=False)
+            if self.autoregressive and component == "decoder":
+                return {"x_logits": ops.convert_to_numpy(params)}
+        else:
+            params = model(ops.convert_to_tensor(inputs, dtype="float32"), training=False)
         if component == "encoder":
             names = self.output_names["encoder"]
             return {names[0]: ops.convert_to_numpy(params[0]),
@@ -106,5 +120,5 @@ def write_saved_model(graphs, component, path):
     archive = keras.export.ExportArchive()
     archive.track(graphs.keras_models[component])
     archive.add_endpoint("serving_default", graphs.functions[component],
-                         input_signature=[graphs.specs[component]])
+                         input_signature=graphs.input_specs[component])
     archive.write_out(str(path), verbose=False)

@@ -36,6 +36,14 @@ def check_inputs(vae, graphs, data, seed):
         if len(eval_x) < max(PARITY_BATCH_SIZES):
             eval_x = eval_x[rng.integers(0, len(eval_x), max(PARITY_BATCH_SIZES))]
         source = f"given data ({len(data)} examples)"
+    elif graphs.autoregressive:
+        # Drawing from an autoregressive decoder takes H * W passes: binary noise of the
+        # density of MNIST's ink instead (any binary image is a valid decoder input).
+        def model_samples(n):
+            return (rng.random((n,) + tuple(vae.input_shape_)) < 0.2).astype("float32")
+
+        eval_x, calib_x = model_samples(NUM_EVAL), model_samples(NUM_CALIBRATION)
+        source = "binary noise images (20% ones; no data given)"
     else:
         # The model's own samples: x ~ p(x|z), z ~ N(0, I), what a trained model calls typical.
         def model_samples(n):
@@ -57,7 +65,23 @@ def check_inputs(vae, graphs, data, seed):
     # calibration set is large enough to see the prior's tails (full-integer LiteRT clips
     # activations outside the calibrated range).
     half = len(eval_x) // 2
+    decoder_eval = latents(eval_x[half:], len(eval_x) - half)
+    decoder_calib = latents(calib_x, NUM_PRIOR_CALIBRATION)
+    if graphs.autoregressive:  # named inputs (z, x): latents with images to condition on
+        decoder_eval = {"z": decoder_eval, "x": eval_x[rng.permutation(len(eval_x))]}
+        decoder_calib = {"z": decoder_calib[:len(calib_x)], "x": calib_x}
     return {"encoder": (eval_x, calib_x),
-            "decoder": (latents(eval_x[half:], len(eval_x) - half),
-                        latents(calib_x, NUM_PRIOR_CALIBRATION)),
+            "decoder": (decoder_eval, decoder_calib),
             "source": source}
+
+
+def num_rows(inputs):
+    """Rows of an input array, or of named inputs (a dict of equally long arrays)."""
+    return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+
+
+def take(inputs, n):
+    """The first n rows of an input array or of named inputs."""
+    if isinstance(inputs, dict):
+        return {k: v[:n] for k, v in inputs.items()}
+    return inputs[:n]

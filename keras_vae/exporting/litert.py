@@ -33,6 +33,33 @@ def to_tflite(saved_model_dir, input_name, calibration=None):
         raise ExportError(f"LiteRT conversion failed (built-in ops only): {err}") from err
 
 
+def order_tflite_io(content, input_order, output_order):
+    """The flatbuffer with its subgraph's inputs and outputs in the given (manifest) order and
+    its I/O tensors named after them.
+
+    The converter orders a signature's outputs by name (z_log_var before z_mean), so clients
+    that read outputs by index (Android's runForMultipleInputsOutputs, TFLite Micro, the raw
+    Python API) would get them reversed; the signature's name -> tensor map is unchanged."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    if len(model.subgraphs) != 1 or len(model.signatureDefs or []) != 1:
+        raise ExportError("LiteRT conversion gave more than one subgraph or signature; cannot "
+                          "order its outputs.")
+    subgraph, signature = model.subgraphs[0], model.signatureDefs[0]
+    for kind, order in (("inputs", input_order), ("outputs", output_order)):
+        entries = {e.name.decode() if isinstance(e.name, bytes) else e.name: e
+                   for e in getattr(signature, kind)}
+        if set(entries) != set(order):
+            raise ExportError(f"LiteRT signature {kind} {sorted(entries)} differ from "
+                              f"{list(order)}.")
+        setattr(signature, kind, [entries[n] for n in order])
+        setattr(subgraph, kind, np.array([entries[n].tensorIndex for n in order], dtype="int32"))
+        for name in order:
+            subgraph.tensors[entries[name].tensorIndex].name = name.encode()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def tflite_interpreter(model_content):
     import tensorflow as tf
 
@@ -46,7 +73,8 @@ def tflite_runner(path, input_name):
     runner = interpreter.get_signature_runner("serving_default")
 
     def run(inputs):
-        return {name: np.array(value) for name, value in runner(**{input_name: inputs}).items()}
+        feeds = inputs if isinstance(inputs, dict) else {input_name: inputs}
+        return {name: np.array(value) for name, value in runner(**feeds).items()}
 
     return run
 

@@ -28,8 +28,9 @@ def onnx_metadata(vae, name, component, precision, opset):
     }
 
 
-def finish_onnx(model, metadata, output_order):
-    """Names the batch axis "batch", orders outputs, writes metadata_props, checks the model."""
+def finish_onnx(model, metadata, output_order, input_order=None, doc_string=None):
+    """Names the batch axis "batch", orders inputs and outputs, writes metadata_props and the
+    doc_string, checks the model."""
     import onnx
 
     graph = model.graph
@@ -42,10 +43,16 @@ def finish_onnx(model, metadata, output_order):
         ordered = [by_name[n] for n in output_order]
         del graph.output[:]
         graph.output.extend(ordered)
+    by_name = {i.name: i for i in graph.input}
+    if input_order is not None and set(by_name) == set(input_order):
+        ordered = [by_name[n] for n in input_order]
+        del graph.input[:]
+        graph.input.extend(ordered)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata)
-    model.doc_string = (f"keras-vae {metadata['component']} of {metadata['model_name']} "
-                        f"({metadata['precision']}); signature {metadata['signature']}")
+    model.doc_string = doc_string or (
+        f"keras-vae {metadata['component']} of {metadata['model_name']} "
+        f"({metadata['precision']}); signature {metadata['signature']}")
     onnx.checker.check_model(model, full_check=True)
     random_ops = sorted({n.op_type for n in graph.node} & _ONNX_RANDOM_OPS)
     if random_ops:
@@ -56,13 +63,13 @@ def finish_onnx(model, metadata, output_order):
 def to_onnx(graphs, component, opset):
     import tf2onnx
 
-    spec = graphs.specs[component]
+    spec = graphs.input_specs[component]
     tf2onnx_logger = logging.getLogger("tf2onnx")
     level = tf2onnx_logger.level
     tf2onnx_logger.setLevel(logging.ERROR)
     try:
         model, _ = tf2onnx.convert.from_function(graphs.tf_function(component),
-                                                 input_signature=[spec], opset=opset)
+                                                 input_signature=spec, opset=opset)
     finally:
         tf2onnx_logger.setLevel(level)
     return tidy_onnx(model)

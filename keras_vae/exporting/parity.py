@@ -9,6 +9,7 @@ from keras_vae.exporting.formats import (
     ExportError,
     artifact_path,
 )
+from keras_vae.exporting.inputs import num_rows, take
 
 
 # --------------------------------------------------------------------------- measuring
@@ -34,9 +35,9 @@ def measure(graphs, component, fmt, run, eval_inputs, data_given=False):
     """Runs an artifact at each parity batch size (and, for variants with a budget on the mean,
     on every eval input), compares with Keras and checks the budget."""
     budget = formats.ERROR_BUDGETS[fmt]  # read at call time: tests may replace the table
-    runs = {f"batch_{n}": eval_inputs[:n] for n in PARITY_BATCH_SIZES}
-    if budget["mean"] is not None and len(eval_inputs) > max(PARITY_BATCH_SIZES):
-        runs[f"batch_{len(eval_inputs)}"] = eval_inputs
+    runs = {f"batch_{n}": take(eval_inputs, n) for n in PARITY_BATCH_SIZES}
+    if budget["mean"] is not None and num_rows(eval_inputs) > max(PARITY_BATCH_SIZES):
+        runs[f"batch_{num_rows(eval_inputs)}"] = eval_inputs
     measured = {key: _differences(run, graphs.reference(component, x), x)
                 for key, x in runs.items()}
     worst_max = max(s["max_abs_diff"] / s["scale"] for r in measured.values() for s in r.values())
@@ -58,7 +59,7 @@ def measure(graphs, component, fmt, run, eval_inputs, data_given=False):
     if over:
         worst = {f"{key}/{name}": round(s["max_abs_diff"], 8) for key, r in measured.items()
                  for name, s in r.items()}
-        raise ExportError(
+        error = ExportError(
             f"{artifact_path(fmt, component)} does not match the Keras {component}: "
             f"{'; '.join(over)} (in units of max(1, max |output|)). Unscaled max |diff| per "
             f"output: {worst}. "
@@ -69,4 +70,6 @@ def measure(graphs, component, fmt, run, eval_inputs, data_given=False):
                if data_given else
                f"The {fmt} variant is too lossy for this model; pass data=/--data with "
                "representative inputs for calibration, or leave it out of formats."), fmt=fmt)
+        error.measured = {**result, "over_budget": "; ".join(over)}
+        raise error
     return result

@@ -8,14 +8,16 @@ def saved_model_runner(path, input_name):
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
 
     def run(inputs):
-        outputs = signature(**{input_name: tf.constant(inputs)})
+        feeds = inputs if isinstance(inputs, dict) else {input_name: inputs}
+        outputs = signature(**{k: tf.constant(v) for k, v in feeds.items()})
         return {name: value.numpy() for name, value in outputs.items()}
 
     return run
 
 
 def onnx_runner(path):
-    """A function mapping one input array to the dict of named outputs of an ONNX file."""
+    """A function mapping one input array (or a dict of named inputs) to the dict of named
+    outputs of an ONNX file."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -25,6 +27,7 @@ def onnx_runner(path):
     names = [o.name for o in session.get_outputs()]
 
     def run(inputs):
-        return dict(zip(names, session.run(names, {input_name: inputs})))
+        feeds = inputs if isinstance(inputs, dict) else {input_name: inputs}
+        return dict(zip(names, session.run(names, feeds)))
 
     return run
