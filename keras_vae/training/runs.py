@@ -212,7 +212,7 @@ def _refuse_foreign(run_dir, kind):
 
 
 def _write_marker(run_dir):
-    from keras_vae import __version__
+    from keras_vae.version import __version__
 
     write_json(os.path.join(run_dir, RUN_MARKER),
                {"format": RUN_FORMAT, "keras_vae_version": __version__})
