@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from keras_vae import web as web_app
 from keras_vae.exporting.files import check_out_dir, file_entries, move_into_place
 from keras_vae.exporting.formats import (
     COMPONENTS,
@@ -29,7 +30,7 @@ from keras_vae.exporting.runners import onnx_runner, saved_model_runner
 
 # --------------------------------------------------------------------------- the export
 def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, data=None,
-           name=None, seed=0, verbose=False):
+           name=None, seed=0, verbose=False, ort_web=None):
     """Exports the encoder and the decoder of `vae`, checks each artifact against Keras, and
     writes `manifest.json`.
 
@@ -40,7 +41,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             export is written to a temporary sibling folder and moved into place at the end,
             so a failure leaves `out_dir` as it was.
         formats: any of `FORMATS` ("saved_model", "onnx", "onnx_fp16", "onnx_int8", "tflite",
-            "tflite_int8"), or the aliases "edge" and "all".
+            "tflite_int8"), or the aliases "edge" and "all"; "web" adds the fp32 ONNX files
+            and a web page that runs them (`keras_vae.web`).
         opset: ONNX opset, 13 to 18.
         overwrite: replace the contents of a non-empty `out_dir`.
         data: optional array (n, *input_shape) of representative inputs: parity and error
@@ -50,6 +52,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         name: model name written into the metadata (default: `vae.name`).
         seed: seed of the input draws, so the manifest's numbers are reproducible.
         verbose: print one line per artifact with its size and measured error.
+        ort_web: with "web": onnxruntime-web's dist folder (see `keras_vae.web.find_ort_web`).
 
     Returns:
         The manifest (dict), also written to `out_dir/manifest.json`: for each artifact its
@@ -78,6 +81,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             "the exported decoder's signature (z -> x_mean) cannot express. Save the model "
             "(vae.save('m.keras')) and serve it with Keras, or export a VAE with a decoder of "
             "z only (VAE.conv, VAE.mlp).")
+    formats, with_web = web_app.split_formats(formats)
+    ort_web = web_app.find_ort_web(ort_web) if with_web else None
     formats = normalize_formats(formats)
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (tf2onnx "
@@ -175,6 +180,9 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
                            "export above the artifact's budget"),
             "artifacts": artifacts,
         }
+        if with_web:
+            manifest["web"] = web_app.write_web_app(vae, tmp, name=name, ort_web=ort_web,
+                                                    seed=seed, manifest=manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         move_into_place(tmp, out)
         log(f"wrote {out}")

@@ -64,7 +64,7 @@ def _run_command(args):
                          else Path(args.model).stem)
     manifest = export(vae, args.out, formats=args.formats, opset=args.opset,
                       overwrite=args.overwrite, data=data, name=name, seed=args.seed,
-                      verbose=not args.quiet)
+                      verbose=not args.quiet, ort_web=args.ort_web)
     if args.quiet:
         print(args.out)
     return 0 if manifest else 1
@@ -82,7 +82,12 @@ def add_commands(subparsers):
     parser.add_argument("--out", required=True, help="output directory (must be new or empty)")
     parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS),
                         metavar="FORMAT", help=f"any of {', '.join(FORMATS)}, or 'edge' / 'all' "
-                                               f"(default: {' '.join(DEFAULT_FORMATS)})")
+                                               f"(default: {' '.join(DEFAULT_FORMATS)}); 'web' "
+                                               "adds a web page (index.html) running the ONNX "
+                                               "files in the browser")
+    parser.add_argument("--ort-web", metavar="PATH",
+                        help="with --formats web: onnxruntime-web's dist folder (default: "
+                             "node_modules/onnxruntime-web in the current folder)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default 17)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the contents of a non-empty --out")
