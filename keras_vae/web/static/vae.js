@@ -168,12 +168,6 @@ export function canvasStats(canvas) {
   return { mean, std: Math.sqrt(Math.max(0, sumSq / count - mean * mean)) };
 }
 
-export function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 // Float32 values from the `?x=` query (URL-safe base64 of little-endian float32 bytes).
 export function decodeInput(text) {
   let b64 = text.replace(/-/g, '+').replace(/_/g, '/');
