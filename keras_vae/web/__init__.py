@@ -221,8 +221,7 @@ def web_facts(vae, manifest, name=None, card=None, threshold=None, seed=0):
     }
     for artifact in manifest.get("artifacts", []):
         if artifact.get("format") == "onnx":
-            facts[f"onnx {artifact['component']} max |diff| vs Keras"] = artifact.get(
-                "max_abs_diff")
+            facts[f"{artifact['path']} vs Keras (export check)"] = artifact.get("max_abs_diff")
     for key in ("card", "model_card"):
         if isinstance(manifest.get(key), dict):
             facts.update({k: v for k, v in manifest[key].items()

@@ -52,8 +52,8 @@ function encode(x) {
   });
 }
 
-function show(values, n, canvas, columns) {
-  V.drawGrid(canvas, V.displayValues(card.likelihood, values), n, shape, columns, zoom);
+function show(values, n, canvas, columns, scale = zoom) {
+  V.drawGrid(canvas, V.displayValues(card.likelihood, values), n, shape, columns, scale);
 }
 
 function fmt(value, digits = 3) {
@@ -160,13 +160,13 @@ async function manifold() {
     }
   }
   const out = await decode(z, steps * steps);
-  show(out.x_mean, steps * steps, $('manifold'), steps);
+  show(out.x_mean, steps * steps, $('manifold'), steps, Math.max(1, Math.round(zoom / 2)));
 }
 
 // ------------------------------------------------------------------ interpolation
 let interpolationSeed = 1;
 async function interpolate() {
-  const steps = 10;
+  const steps = 8;
   const ends = V.priorNormals(10000 + interpolationSeed, 2, K);
   const z = new Float32Array(steps * K);
   for (let s = 0; s < steps; s++) {
@@ -280,7 +280,7 @@ async function main() {
   inputShape = card.input_shape;
   size = inputShape.reduce((a, b) => a * b, 1);
   shape = V.imageShape(inputShape);
-  zoom = Math.max(1, Math.round(28 / shape[0]));
+  zoom = Math.max(1, Math.round(56 / shape[0])); // 28x28 images at 2x
   seed = query.has('seed') ? Number(query.get('seed')) : facts.seed;
   renderCard();
   const options = { executionProviders: ['wasm'] };
@@ -310,6 +310,7 @@ async function main() {
     await score(x);
   }
   if (query.get('latency') !== '0') await latency();
+  else $('latency').textContent = 'not measured (?latency=0)';
 }
 
 main().catch((err) => {
