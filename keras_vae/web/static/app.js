@@ -63,16 +63,21 @@ function fmt(value, digits = 3) {
 // ------------------------------------------------------------------ model card
 function renderCard() {
   const rows = Object.entries(card).map(([key, value]) => {
-    let text = Array.isArray(value) ? `(${value.join(', ')})` : value;
+    let text = Array.isArray(value) ? `(${value.join(', ')})` : String(value ?? '-');
     if (typeof value === 'number' && !Number.isInteger(value)) text = value.toPrecision(4);
-    return `<tr><th>${key.replace(/_/g, ' ')}</th><td>${text ?? '-'}</td></tr>`;
+    return [key.replace(/_/g, ' '), text];
   });
-  if (facts.threshold !== null) {
-    rows.push(`<tr><th>anomaly threshold</th><td>${fmt(facts.threshold, 2)} nats</td></tr>`);
+  if (facts.threshold !== null) rows.push(['anomaly threshold', `${fmt(facts.threshold, 2)} nats`]);
+  rows.push(['onnxruntime-web', `${ort.env.versions?.web ?? facts.ort_web_version} (wasm, 1 thread)`]);
+  const body = document.createElement('tbody');
+  for (const [key, text] of rows) {
+    const row = body.insertRow();
+    const th = document.createElement('th');
+    th.textContent = key;
+    row.appendChild(th);
+    row.insertCell().textContent = text;
   }
-  rows.push(`<tr><th>onnxruntime-web</th><td>${ort.env.versions?.web ?? facts.ort_web_version}` +
-    ' (wasm, 1 thread)</td></tr>');
-  $('card').innerHTML = rows.join('');
+  $('card').replaceChildren(body);
   $('title').textContent = card.name;
   document.title = `${card.name} - keras-vae`;
 }
