@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from keras_vae import web
+from keras_vae.files import file_sha256
 from keras_vae.web import browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +170,11 @@ def test_gaussian_full_covariance_page_with_a_threshold(tmp_path):
     x = np.random.default_rng(0).normal(size=(1, 16)).astype("float32")
     want = runtime.anomaly_score(x, samples=0)[0]
     web.write_web_app(vae, folder, threshold=want - 0.5, ort_web=dist)
+    # the manifest lists the rewritten files with their new digests
+    entry = json.loads((folder / "manifest.json").read_text())["web"]
+    digests = {f["path"]: f["sha256"] for f in entry["files"]}
+    assert digests["web.json"] == file_sha256(folder / "web.json")
+    assert json.loads((folder / "web.json").read_text())["threshold"] == pytest.approx(want - 0.5)
 
     found = _open(folder, f"latency=0&x={web.encode_input(x)}")
     assert float(found["selfcheck"]["data-max-abs-diff"]) <= 1e-4

@@ -256,7 +256,9 @@ def write_web_app(vae, folder, name=None, card=None, threshold=None, ort_web=Non
             "threshold" (or "anomaly": {"threshold"}) when present, else none.
         ort_web: onnxruntime-web's dist folder (see `find_ort_web`).
         seed: seed of the page's first sample grid.
-        manifest: the export's manifest (default: read from `folder/manifest.json`).
+        manifest: the export's manifest, which the caller updates with the returned entry
+            (`keras_vae.export` does). Default: `folder/manifest.json`, which then gets the
+            entry as its "web" key (rewritten atomically).
 
     Returns:
         The manifest entry: {"path": "index.html", "format": "web", "ort_web_version",
@@ -275,7 +277,8 @@ def write_web_app(vae, folder, name=None, card=None, threshold=None, ort_web=Non
         raise ValueError("The web page decodes z alone; an autoregressive decoder also reads x. "
                          "Export a VAE with a decoder of z only (VAE.conv, VAE.mlp).")
     dist = find_ort_web(ort_web)
-    if manifest is None and (folder / "manifest.json").is_file():
+    update_manifest = manifest is None and (folder / "manifest.json").is_file()
+    if update_manifest:
         manifest = json.loads((folder / "manifest.json").read_text())
     facts = web_facts(vae, manifest, name=name, card=card, threshold=threshold, seed=seed)
     facts["ort_web_version"] = ort_web_version(dist)
@@ -288,7 +291,12 @@ def write_web_app(vae, folder, name=None, card=None, threshold=None, ort_web=Non
         written.append(f"ort/{file_name}")
     _atomic_write(folder / "web.json", (json.dumps(facts) + "\n").encode())
     written.append("web.json")
-    files = [{"path": p, "sha256": file_sha256(folder / p), "size_bytes": (folder / p).stat().st_size}
-             for p in written]
-    return {"path": "index.html", "format": WEB_FORMAT, "ort_web_version": facts["ort_web_version"],
-            "uses": ["encoder.onnx", "decoder.onnx"], "files": files}
+    files = [{"path": p, "sha256": file_sha256(folder / p),
+              "size_bytes": (folder / p).stat().st_size} for p in written]
+    entry = {"path": "index.html", "format": WEB_FORMAT,
+             "ort_web_version": facts["ort_web_version"], "uses": ["encoder.onnx", "decoder.onnx"],
+             "files": files}
+    if update_manifest:
+        manifest["web"] = entry
+        _atomic_write(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return entry
