@@ -1,7 +1,7 @@
 """The web page of an export (`keras_vae.web`), checked in a real headless Chromium that loads it
 from a server on 127.0.0.1: the page's decoder matches Keras (self-check), its prior samples are
 the ones Python draws with the same seed, and its anomaly score for a given input is the TF-free
-runtime's (`export/vae_runtime.py`, `anomaly_score(x, samples=0)`).
+runtime's (`ExportedVAE.anomaly_score(x, samples=0)` of export/vae_runtime.py).
 
 The browser tests need Chromium (`apt-get install chromium`) and onnxruntime-web
 (`npm install onnxruntime-web@VERSION` in the repository); they are skipped without them here,
@@ -26,10 +26,16 @@ SCORE_TOLERANCE = 1e-3  # nats
 
 
 def _runtime(folder):
-    spec = importlib.util.spec_from_file_location("vae_runtime_for_web_tests", RUNTIME)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ExportedVAE(folder)
+    """The TF-free runtime's ExportedVAE: the installed `keras_vae_runtime` package where there
+    is one, else the file export/vae_runtime.py."""
+    try:
+        from keras_vae_runtime import ExportedVAE
+    except ImportError:
+        spec = importlib.util.spec_from_file_location("vae_runtime_for_web_tests", RUNTIME)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        ExportedVAE = module.ExportedVAE  # noqa: N806 - a class
+    return ExportedVAE(folder)
 
 
 def _needs_browser():
