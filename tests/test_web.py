@@ -11,6 +11,7 @@ and `.ci/run` installs both.
 import importlib.util
 import json
 import math
+import types
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,10 @@ def test_web_format_brings_the_fp32_onnx_files():
     assert web.split_formats("web") == (("onnx",), True)
     assert web.split_formats(["onnx_int8", "web"]) == (("onnx_int8", "onnx"), True)
     assert web.split_formats(("saved_model", "onnx")) == (("saved_model", "onnx"), False)
+    # nothing to find without "web"; an autoregressive decoder is refused before any work
+    assert web.plan(object(), ("onnx",), ort_web="/nowhere") == (("onnx",), None)
+    with pytest.raises(ValueError, match="autoregressive"):
+        web.plan(types.SimpleNamespace(autoregressive=True), ("web",))
 
 
 def test_missing_onnxruntime_web_is_one_line_naming_the_fix(tmp_path, capsys):

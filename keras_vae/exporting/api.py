@@ -81,8 +81,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             "the exported decoder's signature (z -> x_mean) cannot express. Save the model "
             "(vae.save('m.keras')) and serve it with Keras, or export a VAE with a decoder of "
             "z only (VAE.conv, VAE.mlp).")
-    formats, with_web = web_app.split_formats(formats)
-    ort_web = web_app.find_ort_web(ort_web) if with_web else None
+    formats, web_dist = web_app.plan(vae, formats, ort_web)
     formats = normalize_formats(formats)
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (tf2onnx "
@@ -180,8 +179,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
                            "export above the artifact's budget"),
             "artifacts": artifacts,
         }
-        if with_web:
-            manifest["web"] = web_app.write_web_app(vae, tmp, name=name, ort_web=ort_web,
+        if web_dist is not None:
+            manifest["web"] = web_app.write_web_app(vae, tmp, name=name, ort_web=web_dist,
                                                     seed=seed, manifest=manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         move_into_place(tmp, out)

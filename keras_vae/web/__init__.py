@@ -128,6 +128,27 @@ def split_formats(formats):
     return (rest if "onnx" in rest else rest + ("onnx",)), True
 
 
+def plan(vae, formats, ort_web=None):
+    """What `keras_vae.export` does about "web", checked before any work.
+
+    Returns:
+        (formats without "web" (plus "onnx" when "web" was asked for), onnxruntime-web's dist
+        folder or None when "web" was not asked for).
+
+    Raises:
+        OrtWebNotFound: "web" asked for and onnxruntime-web not installed (see `find_ort_web`).
+        ValueError: "web" asked for an autoregressive VAE.
+    """
+    formats, with_web = split_formats(formats)
+    if not with_web:
+        return formats, None
+    if getattr(vae, "autoregressive", False):
+        raise ValueError("The web page decodes z alone, and this VAE's decoder also reads x "
+                         "(autoregressive); leave 'web' out of formats, or export a VAE with a "
+                         "decoder of z only (VAE.conv, VAE.mlp).")
+    return formats, find_ort_web(ort_web)
+
+
 # --------------------------------------------------------------------------- the PRNG
 def mulberry32(seed):
     """The page's uniform generator (mulberry32, 32-bit state): yields floats in [0, 1)."""
@@ -273,10 +294,7 @@ def write_web_app(vae, folder, name=None, card=None, threshold=None, ort_web=Non
         if not (folder / f"{component}.onnx").is_file():
             raise FileNotFoundError(f"{folder} has no {component}.onnx; export with formats "
                                     "including 'onnx' (the 'web' format adds it).")
-    if getattr(vae, "autoregressive", False):
-        raise ValueError("The web page decodes z alone; an autoregressive decoder also reads x. "
-                         "Export a VAE with a decoder of z only (VAE.conv, VAE.mlp).")
-    dist = find_ort_web(ort_web)
+    _, dist = plan(vae, (WEB_FORMAT,), ort_web)
     update_manifest = manifest is None and (folder / "manifest.json").is_file()
     if update_manifest:
         manifest = json.loads((folder / "manifest.json").read_text())
