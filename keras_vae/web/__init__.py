@@ -24,13 +24,21 @@ What the page computes, exactly (so Python reproduces it):
   difference) and the text "ok" when that is <= SELF_CHECK_TOLERANCE * max(1, max |Keras|),
   else "mismatch".
 - Anomaly score: -ELBO(x) in nats at the posterior mean, z = mu(x) (one decoder pass, no
-  sampling), the KL in closed form: exactly `ExportedVAE(bundle).anomaly_score(x, samples=0)`
-  of `export/vae_runtime.py` (evaluated in float64 from the float32 network outputs).
+  sampling), the KL in closed form: exactly the TF-free runtime's
+  `ExportedVAE(bundle).anomaly_score(x, samples=0)` (both evaluate in float64 from the float32
+  network outputs).
   `#score` gets `data-score`, `data-reconstruction` (-ln p(x|mu)) and `data-kl`.
 - Prior samples: z = Box-Muller normals from the mulberry32 generator seeded with the seed
   shown (`prior_normals` below is the same generator in Python).
-- A test or a script may pass an input as `index.html?x=BASE64`: the float32 little-endian
-  bytes of one example (n_features values); the page scores it as if it were drawn.
+  `#samples` (the grid canvas) gets `data-seed`, `data-x-mean` (the mean of x_mean over the
+  grid) and `data-mean`/`data-std` of its gray levels (0..255).
+- Latency: `#latency` gets `data-batch1-ms` and `data-batch64-ms`, the mean wall time of a
+  decode call over 200 calls at batch 1 and 30 at batch 64, after warm-up calls.
+
+Query parameters (for tests and scripts): `x=BASE64` scores one input as if it were drawn (the
+URL-safe base64 of its float32 little-endian bytes, `encode_input`); `seed=N` seeds the first
+grid; `latency=0` skips the timing; `report=PATH` POSTs the numbers above as JSON to PATH when
+the page has finished (`keras_vae.web.browser.page_report`).
 """
 
 import base64
