@@ -33,7 +33,7 @@ def find_chromium():
     """The Chromium executable ($KERAS_VAE_CHROMIUM, else the first of CHROMIUM_NAMES on PATH),
     or None."""
     if os.environ.get(CHROMIUM_ENV):
-        return os.environ[CHROMIUM_ENV]
+        return shutil.which(os.environ[CHROMIUM_ENV])
     for name in CHROMIUM_NAMES:
         path = shutil.which(name)
         if path:
