@@ -192,3 +192,61 @@ def test_gaussian_full_covariance_page_with_a_threshold(tmp_path):
     assert found["selfcheck"]["data-ok"] == "1"
     assert abs(float(found["score"]["data-score"]) - want) <= SCORE_TOLERANCE
     assert found["score"]["data-flag"] == "1" and "unusual" in found["score"]["#text"]
+
+
+# The drawing canvas's pixels as the model's input: one value per image pixel, read at the
+# centre of each zoomed pixel (the canvas has a 1-pixel border).
+READ_DRAWING = """(() => {
+  const canvas = document.getElementById('draw');
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const zoom = Math.floor((canvas.width - 2) / 28);
+  const values = [];
+  for (let y = 0; y < 28; y++) {
+    for (let x = 0; x < 28; x++) {
+      const at = (1 + y * zoom + (zoom >> 1)) * canvas.width + 1 + x * zoom + (zoom >> 1);
+      values.push(data[4 * at] / 255);
+    }
+  }
+  return values;
+})()"""
+
+
+@pytest.mark.large
+def test_drawing_with_the_mouse_is_scored_like_the_runtime(kw_mnist_z20_bundle):
+    """A '7' drawn with mouse events (DevTools protocol) is encoded, reconstructed and scored
+    when the button is released; the score is the runtime's for the pixels the canvas shows."""
+    folder = kw_mnist_z20_bundle
+    with browser.serve(folder) as (base, _), browser.DevTools() as tab:
+        tab.navigate(f"{base}index.html?latency=0")
+        tab.wait_for("document.body.dataset.ready === '1'")
+        assert tab.evaluate("document.body.dataset.error || ''") == ""
+        assert tab.evaluate("document.getElementById('score').dataset.score") is None
+        left, top, width, height = tab.evaluate(
+            "(() => { const c = document.getElementById('draw'); c.scrollIntoView();"
+            " const r = c.getBoundingClientRect(); return [r.left, r.top, r.width, r.height];"
+            " })()")
+        # a bar from (6, 6) to (21, 6), then down to (11, 23), in image pixels
+        corners = [(6, 6), (21, 6), (11, 23)]
+        path = [(x0 + (x1 - x0) * t / 40, y0 + (y1 - y0) * t / 40)
+                for (x0, y0), (x1, y1) in zip(corners, corners[1:]) for t in range(41)]
+
+        def mouse(kind, point, buttons):
+            tab.call("Input.dispatchMouseEvent", type=kind, button="left", buttons=buttons,
+                     clickCount=1, x=left + (point[0] + 0.5) / 28 * width,
+                     y=top + (point[1] + 0.5) / 28 * height)
+
+        mouse("mousePressed", path[0], 1)
+        for point in path[1:]:
+            mouse("mouseMoved", point, 1)
+        mouse("mouseReleased", path[-1], 0)
+        score = float(tab.wait_for("document.getElementById('score').dataset.score"))
+        x = np.asarray(tab.evaluate(READ_DRAWING), dtype="float32").reshape(1, 784)
+        reconstruction = tab.evaluate(
+            "(() => { const c = document.getElementById('reconstruction');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i];"
+            " return s / (d.length / 4); })()")
+    assert set(np.unique(x)) == {0.0, 1.0} and 40 < x.sum() < 200  # a stroke, not a blot
+    assert x[0, 6 * 28 + 6] == 1 and x[0, 23 * 28 + 11] == 1  # both ends painted
+    assert 5 < reconstruction < 250  # dark background, some white: not blank, not all border
+    assert abs(score - _runtime(folder).anomaly_score(x, samples=0)[0]) <= SCORE_TOLERANCE

@@ -3,8 +3,11 @@ process: how the tests check the page and how `benchmarks/web_latency.py` measur
 
     with serve("bundle/") as (url, reports):
         html = dump_dom(url + "index.html?latency=0")        # the DOM after the page settled
+        with DevTools() as tab:                               # mouse events, JavaScript
+            tab.navigate(url + "index.html")
+            tab.wait_for("document.body.dataset.ready === '1'")
     attrs = element_attributes(html, "selfcheck")            # {"data-max-abs-diff": ..., ...}
-    report = page_report("bundle/", "latency=1")             # real time: the page POSTs its numbers
+    report = page_report("bundle/")                          # real time: the page POSTs its numbers
 
 `dump_dom` runs on Chromium's virtual time (`--virtual-time-budget`), so the page's clock does
 not advance while it computes: use it for what the page computes, and `page_report` (real time)
@@ -172,3 +175,105 @@ def element_attributes(page, element_id):
     if parser.found is None:
         return None
     return {**parser.found, "#text": "".join(parser.text).strip()}
+
+
+class DevTools:
+    """A headless Chromium driven over the DevTools protocol (`--remote-debugging-pipe`:
+    NUL-terminated JSON on file descriptors 3 and 4, no websocket), with one page attached.
+
+        with DevTools() as tab:
+            tab.navigate(url)
+            tab.wait_for("document.body.dataset.ready === '1'")
+            tab.call("Input.dispatchMouseEvent", type="mousePressed", x=10, y=10, ...)
+    """
+
+    def __init__(self, width=1000, height=1000):
+        chromium = find_chromium()
+        if chromium is None:
+            raise FileNotFoundError("Chromium was not found: apt-get install chromium (or set "
+                                    f"${CHROMIUM_ENV}).")
+        self._profile = tempfile.TemporaryDirectory(prefix="keras-vae-chromium-")
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+        command = _command(chromium, self._profile.name, "--remote-debugging-pipe",
+                           f"--window-size={width},{height}")
+        # Chromium reads commands from fd 3 and writes replies to fd 4.
+        self._process = subprocess.Popen(
+            ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', *command],
+            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self._session = None
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.call("Target.attachToTarget", targetId=target,
+                                  flatten=True)["sessionId"]
+
+    def call(self, method, **params):
+        """Sends one command (to the attached page once there is one) and returns its result."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if self._session is not None and not method.startswith("Target."):
+            message["sessionId"] = self._session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._read()
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def _read(self):
+        while b"\0" not in self._buffer:
+            chunk = os.read(self._from_browser, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def evaluate(self, expression):
+        """The value of a JavaScript expression in the page (promises are awaited)."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
+                           awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def navigate(self, url):
+        self.call("Page.navigate", url=url)
+
+    def wait_for(self, expression, timeout=120.0, interval=0.1):
+        """Polls until `expression` is truthy in the page; returns its value."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is still loading
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression} stayed false for {timeout} s")
+            time.sleep(interval)
+
+    def close(self):
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self._profile.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
