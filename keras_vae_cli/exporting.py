@@ -20,7 +20,12 @@ def add_commands(subparsers):
                         metavar="FORMAT", help=f"any of {', '.join(FORMATS)}, or 'edge' / 'all' "
                                                "(every variant that meets its error budget; "
                                                "the others are listed in manifest.json) "
-                                               f"(default: {' '.join(DEFAULT_FORMATS)})")
+                                               f"(default: {' '.join(DEFAULT_FORMATS)}); "
+                                               "'web' adds a web page (index.html) running the "
+                                               "ONNX files in the browser")
+    parser.add_argument("--ort-web", metavar="PATH",
+                        help="with --formats web: onnxruntime-web's dist folder (default: "
+                             "node_modules/onnxruntime-web in the current folder)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-18 (default 17)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous export in --out (never other files, never the "

@@ -24,6 +24,7 @@ LAYERS = (
     ("keras_vae.model",),
     ("keras_vae.datasets", "keras_vae.distribute", "keras_vae.plots"),
     ("keras_vae.training",),
+    ("keras_vae.web",),  # the browser page of an export
     ("keras_vae.zoo", "keras_vae.exporting"),
     ("keras_vae.cli", "keras_vae.__main__"),
     ("keras_vae",),

@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+from keras_vae import web as web_app
 from keras_vae.exporting.bundle import (
     BUNDLE_LAYOUT,
     CARD_NAME,
@@ -50,7 +51,7 @@ from keras_vae.exporting.runners import onnx_runner, saved_model_runner
 
 # --------------------------------------------------------------------------- the export
 def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, data=None,
-           name=None, seed=0, verbose=False, source=None):
+           name=None, seed=0, verbose=False, source=None, ort_web=None):
     """Exports the encoder and the decoder of `vae`, checks each artifact against Keras, and
     writes `manifest.json`.
 
@@ -64,7 +65,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             "tflite_int8"), or the aliases "edge" and "all". An explicit list is strict (any
             variant over its budget fails the export); with "all" or "edge" every variant that
             meets its budget is written and the others are listed in manifest["refused"] with
-            the measured error and the budget (fp32 artifacts are always strict).
+            the measured error and the budget (fp32 artifacts are always strict). "web" adds
+            the fp32 ONNX files and a web page that runs them (`keras_vae.web`).
         opset: ONNX opset, 13 to 18.
         overwrite: replace a previous export in `out_dir`: only a folder whose manifest.json
             marks it as an export and that holds no file the manifest does not list.
@@ -75,6 +77,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         name: model name written into the metadata (default: `vae.name`).
         seed: seed of the input draws, so the manifest's numbers are reproducible.
         verbose: print one line per artifact with its size and measured error.
+        ort_web: with "web": onnxruntime-web's dist folder (see `keras_vae.web.find_ort_web`).
         source: where `vae` came from, for the card and the overwrite check:
             {"kind": "zoo", "name": ...}, {"kind": "run", "path": ...} or
             {"kind": "keras_file", "path": ...}; `out_dir` may not be or contain that path.
@@ -107,6 +110,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             "KERAS_BACKEND=tensorflow; the weights load there unchanged.")
     lenient = any(f in ("all", "edge") for f in ((formats,) if isinstance(formats, str)
                                                   else formats))
+    formats, web_dist = web_app.plan(vae, formats, ort_web)
     formats = normalize_formats(formats)
     refused = []
     autoregressive = bool(getattr(vae, "autoregressive", False))
@@ -296,6 +300,12 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         description, numbers = source_numbers(source)
         shutil.copyfile(runtime_source(), tmp / RUNTIME_NAME)
         (tmp / CARD_NAME).write_text(card(manifest, description, numbers))
+        if web_dist is not None:
+            manifest["web"] = web_app.write_web_app(vae, tmp, name=name, ort_web=web_dist,
+                                                    seed=seed, manifest=manifest,
+                                                    card={**(numbers or {}), **(
+                                                        {"description": description}
+                                                        if description else {})})
         manifest["bundle"] = {
             "layout": BUNDLE_LAYOUT,
             "files": [e for rel in (RUNTIME_NAME, CARD_NAME) for e in file_entries(tmp, rel)]}

@@ -127,6 +127,7 @@ def listed_files(manifest):
     for artifact in manifest.get("artifacts", []):
         paths.update(f["path"] for f in artifact.get("files", []))
     paths.update(f["path"] for f in manifest.get("bundle", {}).get("files", []))
+    paths.update(f["path"] for f in manifest.get("web", {}).get("files", []))
     return paths
 
 

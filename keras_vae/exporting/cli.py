@@ -95,7 +95,8 @@ def run_command(args):
                          else Path(args.model).stem)
     manifest = export(vae, args.out, formats=args.formats, opset=args.opset,
                       overwrite=args.overwrite, data=data, name=name, seed=args.seed,
-                      verbose=not args.quiet, source=source)
+                      verbose=not args.quiet, source=source,
+                      ort_web=args.ort_web)
     if args.quiet:
         print(args.out)
     return 0 if manifest else 1
