@@ -14,7 +14,8 @@ BINARIZE = (None, "static", "dynamic", "threshold")  # keras_vae.datasets.BINARI
 STRATEGIES = ("default", "mirrored", "multiworker")  # keras_vae.distribute.STRATEGIES
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")  # ...MIXED_PRECISION_POLICIES
 FORMATS = {  # keras_vae.exporting.formats.FORMATS
-    "saved_model": "encoder/, decoder/: TensorFlow SavedModels (fp32)",
+    "saved_model": "saved_model/encoder/1/, saved_model/decoder/1/: TensorFlow SavedModels "
+                   "(fp32) in TF Serving's <base>/<version>/ layout",
     "onnx": "encoder.onnx, decoder.onnx (fp32)",
     "onnx_fp16": "encoder.fp16.onnx, decoder.fp16.onnx: float16 weights and math, float32 I/O",
     "onnx_int8": "encoder.int8.onnx, decoder.int8.onnx: int8 (dynamic quantization for MLPs, "

@@ -127,7 +127,10 @@ def test_a_partly_read_split_discards_no_cache_and_warns_nothing():
     got = run_python("-c", CACHE_PROBE, env=subprocess_env(TF_CPP_MIN_LOG_LEVEL="0"),
                      timeout=300)
     assert got.returncode == 0, got.stderr[-3000:]
-    assert got.stdout.split() == ["144", "144"]  # 1437 examples in batches of 10
+    ours, control = got.stdout.split()
+    assert ours == "144"  # 1437 examples in batches of 10, however the split was read before
+    # (TensorFlow's own partly read cache is not even sure to give them all back: runs of this
+    # probe have seen the control yield 2 batches)
     before, after = got.stderr.split("MARK\n")
     assert "did not fully read the dataset being cached" in before
     assert "did not fully read the dataset being cached" not in after
