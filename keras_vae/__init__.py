@@ -19,10 +19,12 @@ from keras_vae.distributions import (
 )
 from keras_vae.layers import MaskedConv2D, Sampling, ScaleTril
 from keras_vae.model import VAE
+from keras_vae.detector import VAEDetector
 from keras_vae.training import KLWarmup, ResumableEarlyStopping, StopOnNaN
 
 __all__ = [
     "VAE",
+    "VAEDetector",
     "export",
     "Sampling",
     "MaskedConv2D",

@@ -10,7 +10,8 @@ import os
 import sys
 
 # Modules that define `add_commands(subparsers)`, in the order their commands are listed.
-COMMAND_MODULES = ("keras_vae.training", "keras_vae.exporting", "keras_vae.zoo")
+COMMAND_MODULES = ("keras_vae.training", "keras_vae.training.tabular", "keras_vae.exporting",
+                   "keras_vae.zoo")
 
 
 def build_parser():
