@@ -143,6 +143,30 @@ def summarize(results):
     return summary
 
 
+def markdown_table(results):
+    """The results as a Markdown table: AUROC (seconds) per dataset and detector, means last."""
+    dets = [d for d in ["keras-vae", *PEERS] if d in results["detectors"]]
+    lines = ["| dataset (rows, features) | " + " | ".join(dets) + " |",
+             "|---" * (len(dets) + 1) + "|"]
+    for ds, entry in sorted(results["datasets"].items(), key=lambda kv: kv[0].split("_", 1)[1].lower()):
+        cells = []
+        for det in dets:
+            res = entry.get(det, {})
+            cells.append(f"{res['auroc']:.3f} ({res['seconds']:.1f} s)" if "auroc" in res
+                         else "not run")
+        mark = "" if ds in DEVELOPMENT else " *"
+        lines.append(f"| {ds}{mark} ({entry['n_train'] + entry['n_test']}, "
+                     f"{entry['n_features']}) | " + " | ".join(cells) + " |")
+    summary = summarize(results)
+    for key, label in (("mean_auroc", "mean AUROC"), ("mean_auprc", "mean AUPRC"),
+                       ("mean_auroc_development", "mean AUROC, development"),
+                       ("mean_auroc_held_out", "mean AUROC, held out *")):
+        lines.append(f"| **{label}** | " + " | ".join(
+            f"**{summary[d][key]:.3f}**" if summary.get(d, {}).get(key) is not None else ""
+            for d in dets) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="synthetic tables, 1 seed")
@@ -154,7 +178,33 @@ def main(argv=None):
     parser.add_argument("--vae-params", default=None,
                         help="JSON of VAEDetector arguments (for experiments; default none)")
     parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--table", action="store_true",
+                        help="print the --results file as a Markdown table and exit")
+    parser.add_argument("--merge", default=None,
+                        help="comma-separated result files whose detector rows are merged "
+                             "into --results (then printed as --table)")
     args = parser.parse_args(argv)
+    if args.merge:
+        with open(args.results) as handle:
+            results = json.load(handle)
+        for other in args.merge.split(","):
+            with open(other) as handle:
+                extra = json.load(handle)
+            results["detectors"] = sorted(set(results["detectors"]) | set(extra["detectors"]))
+            for ds, entry in extra["datasets"].items():
+                target = results["datasets"].setdefault(ds, {})
+                for key, value in entry.items():
+                    if key in extra["detectors"] or key not in target:
+                        target[key] = value
+            results.setdefault("merged_runs", []).append(
+                {k: extra.get(k) for k in ("vae_params", "keras_backend", "seeds")})
+        results["summary"] = summarize(results)
+        write(args.results, results)
+        args.table = True
+    if args.table:
+        with open(args.results) as handle:
+            print(markdown_table(json.load(handle)))
+        return 0
     args.datasets = None if args.datasets is None else args.datasets.split(",")
     names = (["keras-vae", *(("IForest", "ECOD") if args.quick else PEERS)]
              if args.detectors is None else args.detectors.split(","))
