@@ -63,6 +63,7 @@ def test_scores_are_densities_of_raw_rows(fitted):
     assert detector.decision_function(far)[0] > detector.decision_scores_.max()
 
 
+@pytest.mark.large
 def test_affine_rescaling_shifts_scores_by_the_log_jacobian():
     x, _ = planted(n=200, seed=2)
     c = np.array([1.0, 10.0, 0.1, 3.0, 1.0])
@@ -149,7 +150,8 @@ def test_cli_train_on_csv_then_score_another(tmp_path):
     assert roc_auc_score(y_new, scores) > 0.9
     # the same numbers as the Python detector of the run
     detector = kv.VAEDetector.load(run_dir)
-    np.testing.assert_allclose(scores, detector.decision_function(x_new), rtol=1e-5)
+    rows_read = kv.datasets.tabular.read_table(new_csv).x  # as written: 6 significant digits
+    np.testing.assert_allclose(scores, detector.decision_function(rows_read), rtol=2e-5)
     # --contamination refits the threshold on the stored training scores
     result = run_cli("score", run_dir, "--data", new_csv, "--out", out, "--contamination",
                      "0.3", "--overwrite")
@@ -191,6 +193,7 @@ def test_benchmark_quick(tmp_path):
     assert data["summary"]["keras-vae"]["num_datasets"] == 2
 
 
+@pytest.mark.large
 def test_readme_example_runs(tmp_path, monkeypatch):
     import re
     text = (REPO / "README.md").read_text()
@@ -207,4 +210,5 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert namespace["table"].columns == [f"f{i}" for i in range(5)]
     assert roc_auc_score(y, namespace["scores"]) > 0.9
     assert namespace["flags"].mean() == pytest.approx(0.05, abs=1 / 300)
-    np.testing.assert_array_equal(namespace["detector"].decision_function(x), namespace["scores"])
+    np.testing.assert_array_equal(namespace["detector"].decision_function(namespace["table"].x),
+                                  namespace["scores"])  # the reloaded detector

@@ -192,3 +192,30 @@ def test_wrong_decoder_shape_names_the_likelihood():
     encoder, decoder = scaling.tabular_networks(3, 2, (4,))
     with pytest.raises(ValueError, match=r"the 'gaussian' likelihood needs \(3,\)"):
         VAE(encoder, decoder, likelihood="gaussian")
+
+
+@pytest.mark.large
+def test_scaling_layers_export_to_onnx():
+    """Raw rows into the ONNX encoder, raw-unit [location, log-scale] out of the ONNX decoder,
+    as in Keras (tf2onnx, the converter the exporter uses)."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf2onnx converts TensorFlow graphs")
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    loc, scale = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 10.0, 100.0, 0.1])
+    vae = make_vae(loc=loc, scale=scale)
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(5, 4)) * scale + loc).astype("float32")
+    for net, inputs in ((vae.encoder, x), (vae.decoder, x[:, :2].copy())):
+        spec = (tf.TensorSpec((None,) + tuple(net.inputs[0].shape[1:]), tf.float32,
+                              name="inputs"),)
+        function = tf.function(lambda t, net=net: net(t, training=False), input_signature=spec)
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=17)
+        session = ort.InferenceSession(proto.SerializeToString())
+        got = session.run(None, {"inputs": inputs})
+        want = net(inputs)
+        want = want if isinstance(want, (list, tuple)) else [want]
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-5)
