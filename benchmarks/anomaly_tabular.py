@@ -158,12 +158,24 @@ def markdown_table(results):
         lines.append(f"| {ds}{mark} ({entry['n_train'] + entry['n_test']}, "
                      f"{entry['n_features']}) | " + " | ".join(cells) + " |")
     summary = summarize(results)
+    total = len(results["datasets"])
+
+    def count(d):
+        n = summary.get(d, {}).get("num_datasets", 0)
+        return "" if n == total else f" ({n} of {total})"
+
     for key, label in (("mean_auroc", "mean AUROC"), ("mean_auprc", "mean AUPRC"),
                        ("mean_auroc_development", "mean AUROC, development"),
                        ("mean_auroc_held_out", "mean AUROC, held out *")):
         lines.append(f"| **{label}** | " + " | ".join(
-            f"**{summary[d][key]:.3f}**" if summary.get(d, {}).get(key) is not None else ""
-            for d in dets) + " |")
+            f"**{summary[d][key]:.3f}**{count(d)}" if summary.get(d, {}).get(key) is not None
+            else "" for d in dets) + " |")
+    common = [ds for ds, entry in results["datasets"].items()
+              if all("auroc" in entry.get(d, {}) for d in dets)]
+    if 0 < len(common) < total:
+        lines.append(f"| mean AUROC on the {len(common)} datasets every detector ran | " +
+                     " | ".join(f"{np.mean([results['datasets'][ds][d]['auroc'] for ds in common]):.3f}"
+                                for d in dets) + " |")
     return "\n".join(lines)
 
 
