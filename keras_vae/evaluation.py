@@ -89,7 +89,7 @@ def _chunk_fn(vae):
         log_q = distributions.standard_normal_log_density(eps) - log_det       # (S, B)
         log_prior = distributions.standard_normal_log_density(z)              # (S, B)
         params = decode_samples(vae.decoder, z, x)
-        params = ops.reshape(params, (num_samples, -1) + tuple(vae.input_shape_))
+        params = ops.reshape(params, (num_samples, -1) + tuple(vae.params_shape))
         log_lik = vae.log_likelihood_given(x, params)                          # (S, B)
         mask = ops.expand_dims(ops.arange(num_samples) < valid, -1)
         log_w = ops.where(mask, log_lik + log_prior - log_q, -np.inf)

@@ -18,12 +18,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import compat, distributions, evaluation, networks
+from keras_vae import compat, distributions, evaluation, likelihoods, networks
 from keras_vae.callbacks.stop_on_nan import StopOnNaN
 from keras_vae.layers import Sampling
 from keras_vae.networks import decode_samples
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian") + likelihoods.TWO_PARAMETER
 OBJECTIVES = ("elbo", "iwae", "iwae_dreg")
 
 
@@ -139,7 +139,9 @@ class VAE(keras.Model):
             logits for "bernoulli", means for "gaussian".
         latent_dim: K. Inferred from the encoder when None; checked against it otherwise.
         likelihood: "bernoulli" (data in [0, 1]; summed binary cross-entropy from logits) or
-            "gaussian" (real-valued data).
+            "gaussian" (real-valued data); for tables "gaussian_hetero", "student_t" or
+            "laplace" (`keras_vae.likelihoods`: the decoder returns a location and a log-scale
+            per feature, shaped (B, *input_shape, 2); see `scaling.tabular_networks`).
         posterior: "diagonal" or "full" (full covariance through a triangular factor).
         num_samples: L, the Monte Carlo samples of z per example in the reconstruction term
             (for `objective="iwae"`, the k of the importance-weighted bound).
@@ -171,7 +173,8 @@ class VAE(keras.Model):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Unknown likelihood {likelihood!r}: expected one of {LIKELIHOODS} "
-                             "('bernoulli' for data in [0, 1], 'gaussian' for real values).")
+                             "('bernoulli' for data in [0, 1], 'gaussian' for real values, "
+                             "the others for tables: see keras_vae.likelihoods).")
         networks.check_posterior(posterior)
         if objective not in OBJECTIVES:
             raise ValueError(f"Unknown objective {objective!r}: expected one of {OBJECTIVES} "
@@ -218,9 +221,11 @@ class VAE(keras.Model):
         if self.autoregressive and likelihood != "bernoulli":
             raise ValueError("An autoregressive decoder (networks.PixelCNNDecoder) models binary "
                              "pixels: use likelihood='bernoulli', or conv_decoder for real values.")
-        if tuple(decoder.outputs[0].shape[1:]) != self.input_shape_:
+        self.likelihood = likelihood
+        if tuple(decoder.outputs[0].shape[1:]) != self.params_shape:
             raise ValueError(f"The decoder returns shape {tuple(decoder.outputs[0].shape[1:])} per "
-                             f"example but the encoder takes {self.input_shape_}; they must match.")
+                             f"example but the encoder takes {self.input_shape_}; the "
+                             f"{likelihood!r} likelihood needs {self.params_shape}.")
 
         self.encoder = encoder
         self.decoder = decoder
@@ -296,10 +301,21 @@ class VAE(keras.Model):
         """How many trailing axes of x form one example (1 for vectors, 3 for HxWxC)."""
         return len(self.input_shape_)
 
+    @property
+    def params_shape(self):
+        """The decoder's output shape per example: `input_shape_`, or `input_shape_ + (2,)`
+        ([location, log-scale] per feature) for the likelihoods of `keras_vae.likelihoods`."""
+        if self.likelihood in likelihoods.TWO_PARAMETER:
+            return tuple(self.input_shape_) + (2,)
+        return tuple(self.input_shape_)
+
     def log_likelihood_given(self, x, params):
-        """ln p(x|z) from the decoder's output `params` (..., *input_shape); returns (...,)."""
+        """ln p(x|z) from the decoder's output `params` (..., *params_shape); returns (...,)."""
         if self.likelihood == "bernoulli":
             return distributions.bernoulli_log_likelihood(x, params, self.event_ndim)
+        if self.likelihood in likelihoods.TWO_PARAMETER:
+            return likelihoods.location_scale_log_likelihood(self.likelihood, x, params,
+                                                             self.event_ndim)
         return distributions.gaussian_log_likelihood(x, params, self.decoder_log_variance(),
                                                      self.event_ndim)
 
@@ -310,9 +326,12 @@ class VAE(keras.Model):
         return float(np.log(float(self.decoder_variance)))
 
     def mean_from_params(self, params):
-        """E[x|z]: sigmoid(logits) for Bernoulli, the means themselves for Gaussian."""
+        """E[x|z]: sigmoid(logits) for Bernoulli, the means themselves for Gaussian, the
+        location (the mean; the median too) for the location-scale likelihoods."""
         if self.likelihood == "bernoulli":
             return ops.sigmoid(params)
+        if self.likelihood in likelihoods.TWO_PARAMETER:
+            return params[..., 0]
         return params
 
     def kl(self, z_mean, z_scale):
@@ -375,7 +394,7 @@ class VAE(keras.Model):
         """The decoder's outputs for the samples z (L, B, K) of x (B, ...), float32
         (L, B, *input_shape)."""
         params = decode_samples(self.decoder, z, x, training)
-        return ops.reshape(ops.cast(params, "float32"), (ops.shape(z)[0], -1) + self.input_shape_)
+        return ops.reshape(ops.cast(params, "float32"), (ops.shape(z)[0], -1) + self.params_shape)
 
     def _with_dreg_gradient(self, bound, log_w, log_sum, x, z, training):
         """The IWAE bound per example (B,), its value kept, with the doubly reparameterized

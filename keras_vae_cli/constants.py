@@ -27,3 +27,6 @@ FORMATS = {  # keras_vae.exporting.formats.FORMATS
 DEFAULT_FORMATS = ("saved_model", "onnx")  # keras_vae.exporting.formats.DEFAULT_FORMATS
 URL_ENV = "KERAS_VAE_WEIGHTS_URL"  # keras_vae.zoo.downloader.URL_ENV
 OFFLINE_ENV = "KERAS_VAE_OFFLINE"  # keras_vae.zoo.downloader.OFFLINE_ENV
+TABLE_LIKELIHOODS = ("gaussian_hetero", "student_t", "laplace")  # keras_vae.likelihoods.TWO_PARAMETER
+DETECTOR_SCORES = ("elbo", "iwae")  # keras_vae.detector.SCORES
+DEFAULT_CONTAMINATION = 0.05  # keras_vae.training.tabular.DEFAULT_CONTAMINATION

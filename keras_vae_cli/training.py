@@ -4,13 +4,27 @@ keras_vae/training/cli.py)."""
 from keras_vae_cli.constants import (
     BINARIZE,
     DATASET_NAMES,
+    DEFAULT_CONTAMINATION,
     DEFAULT_HIDDEN,
+    DETECTOR_SCORES,
     MIXED_PRECISION,
     MODELS,
     OBJECTIVES,
     SPLITS,
     STRATEGIES,
+    TABLE_LIKELIHOODS,
 )
+
+
+def contamination(text):
+    """--contamination: a share of rows in (0, 0.5]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 0.5:
+        raise ValueError(f"--contamination must be a number in (0, 0.5], got {text}.")
+    return value
 
 
 def add_commands(subparsers):
@@ -23,12 +37,14 @@ def add_commands(subparsers):
                    help=f"{', '.join(DATASET_NAMES)}, or a .npz / IDX file or folder "
                         "(default: digits, bundled, offline)")
     p.add_argument("--model", choices=MODELS, default="kingma-welling")
-    p.add_argument("--latent-dim", type=int, default=2, help="K, the size of z (default 2)")
+    p.add_argument("--latent-dim", type=int, default=None,
+                   help="K, the size of z (default 2; tables: from the column count)")
     p.add_argument("--hidden-units", default=None,
                    help="comma-separated hidden layer sizes (filters for conv); default "
                         + "; ".join(f"{m}: {','.join(map(str, h))}"
                                     for m, h in DEFAULT_HIDDEN.items()))
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default 50; tables: at most 300, with early stopping)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--reduce-lr-patience", type=int, default=None, metavar="EPOCHS",
@@ -50,7 +66,10 @@ def add_commands(subparsers):
                         "with k = --num-samples; iwae_dreg: that bound with doubly "
                         "reparameterized encoder gradients (Tucker et al.)")
     p.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
-    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian") + TABLE_LIKELIHOODS,
+                   default=None,
+                   help="bernoulli or gaussian for images (default bernoulli); student_t "
+                        "(default), gaussian_hetero or laplace for tables")
     p.add_argument("--binarize", choices=("none",) + BINARIZE[1:], default="none",
                    help="Bernoulli draws of the pixels: once (static) or every epoch "
                         "(dynamic); or threshold: 1 where the pixel is above 0.5")
@@ -78,6 +97,29 @@ def add_commands(subparsers):
     p.add_argument("--allow-large", action="store_true",
                    help="accept sizes above the sanity limits (e.g. --latent-dim above 4096, "
                         "--epochs above 100000)")
+    group = p.add_argument_group(
+        "tables", "a CSV/TSV/Parquet file or an .npz with X (and y) as --dataset trains an "
+                  "anomaly detector (keras_vae.VAEDetector) instead")
+    group.add_argument("--columns", default=None,
+                       help="comma-separated feature columns (names or 0-based indices; "
+                            "default: all but the label)")
+    group.add_argument("--label-column", default=None,
+                       help="a column of labels (1 = anomaly): never a feature; only the "
+                            "summary's AUROC reads it")
+    group.add_argument("--header", choices=("auto", "yes", "no"), default="auto",
+                       help="whether the first row of a CSV names the columns")
+    group.add_argument("--impute", choices=("median", "mean"), default=None,
+                       help="fill missing values with the column's median or mean "
+                            "(default: refuse them)")
+    group.add_argument("--contamination", type=contamination, default=None,
+                       help="share of training rows flagged: sets the stored threshold "
+                            f"(default {DEFAULT_CONTAMINATION})")
+    group.add_argument("--score", choices=DETECTOR_SCORES, default="elbo",
+                       help="-ELBO or importance-weighted -ln p(x)")
+    group.add_argument("--n-models", type=int, default=1,
+                       help="VAEs (seeds) whose scores are averaged")
+    group.add_argument("--max-seconds", type=float, default=120.0,
+                       help="time limit of each model's training")
     p.set_defaults(func="keras_vae.training.cli:run_train")
 
     p = subparsers.add_parser("evaluate", help="-ELBO, reconstruction and KL of a trained run",
@@ -108,3 +150,17 @@ def add_commands(subparsers):
     p.add_argument("--out", required=True, help="output .png")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func="keras_vae.training.cli:run_reconstruct")
+
+    p = subparsers.add_parser(
+        "score", help="anomaly scores and flags of table rows",
+        description="Score every row of a table with a run trained on a table; writes a CSV "
+                    "with row, score (higher = more anomalous, nats) and flag (score above "
+                    "the run's threshold).")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="the table to score (same columns)")
+    p.add_argument("--out", required=True, help="output .csv")
+    p.add_argument("--contamination", type=contamination, default=None,
+                   help="flag this share of the training rows instead of the stored "
+                        "threshold's")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func="keras_vae.training.tabular:run_score")

@@ -16,13 +16,13 @@ PACKAGE = REPO / "keras_vae"
 # __init__: the public API) and the command line sit on top of everything.
 LAYERS = (
     ("keras_vae.version", "keras_vae.compat", "keras_vae.files"),
-    ("keras_vae.distributions",),
+    ("keras_vae.distributions", "keras_vae.likelihoods"),
     ("keras_vae.layers",),
-    ("keras_vae.networks",),
+    ("keras_vae.networks", "keras_vae.scaling"),
     ("keras_vae.evaluation",),
     ("keras_vae.callbacks",),  # plain Keras callbacks: they read the model's attributes only
     ("keras_vae.model",),
-    ("keras_vae.datasets", "keras_vae.distribute", "keras_vae.plots"),
+    ("keras_vae.datasets", "keras_vae.distribute", "keras_vae.plots", "keras_vae.detector"),
     ("keras_vae.training",),
     ("keras_vae.web",),  # the browser page of an export
     ("keras_vae.zoo", "keras_vae.exporting"),

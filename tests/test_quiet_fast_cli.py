@@ -35,7 +35,9 @@ def test_help_imports_no_tensorflow_keras_or_keras_vae(argv):
 
 
 def test_parser_choices_equal_the_packages_own():
-    from keras_vae import datasets, distribute, model
+    from keras_vae import datasets, distribute, likelihoods, model
+    from keras_vae.detector import SCORES
+    from keras_vae.training import tabular
     from keras_vae.exporting import formats
     from keras_vae.training import recipe
     from keras_vae.zoo import downloader
@@ -49,6 +51,8 @@ def test_parser_choices_equal_the_packages_own():
     assert c.MIXED_PRECISION == distribute.MIXED_PRECISION_POLICIES
     assert c.FORMATS == formats.FORMATS and c.DEFAULT_FORMATS == formats.DEFAULT_FORMATS
     assert (c.URL_ENV, c.OFFLINE_ENV) == (downloader.URL_ENV, downloader.OFFLINE_ENV)
+    assert c.TABLE_LIKELIHOODS == likelihoods.TWO_PARAMETER and c.DETECTOR_SCORES == SCORES
+    assert c.DEFAULT_CONTAMINATION == tabular.DEFAULT_CONTAMINATION
 
 
 def test_every_handler_a_command_names_exists():
@@ -67,8 +71,8 @@ def test_every_handler_a_command_names_exists():
 
     walk(build_parser())
     named = [h for h in handlers if isinstance(h, str)]
-    assert len(named) == 11  # train evaluate sample reconstruct export; zoo list info download
-    # build push export
+    assert len(named) == 12  # train evaluate sample reconstruct score export; zoo list info
+    # download build push export
     assert all(callable(resolve(h)) for h in named)
 
 

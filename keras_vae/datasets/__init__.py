@@ -11,6 +11,10 @@ Sources (`name_or_path`):
   `fashion_mnist`, `binarized_mnist`, `emnist` (= `emnist/balanced`) and `emnist/<config>`.
 - A `.npz` file: arrays named by split (`train`, `valid` or `validation`, `test`), labels in
   `<split>_labels`; or Keras's layout `x_train, y_train, x_test, y_test`; or a single array.
+- Tables: CSV/TSV and Parquet files (`datasets.tabular`; every column but a label column
+  named "label", "y", "class", "target" or "outlier" is a feature), split 80/10/10 like a
+  single array. A folder of images (`datasets.images`, Keras's image_dataset_from_directory;
+  class subfolders give labels) the same way.
 - MNIST IDX files (`*-ubyte`, `*.idx`, optionally `.gz`): a directory holding the usual
   `train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` (and label files), or one
   images file (labels are picked up from the matching `-labels-idx1-` file beside it).
@@ -31,6 +35,8 @@ import zipfile
 import zlib
 
 import numpy as np
+
+from keras_vae.datasets import images, tabular
 
 SPLITS = ("train", "valid", "test")
 #: binarize options of `load`: none, one fixed draw, a fresh draw per epoch, x > 0.5.
@@ -84,11 +90,12 @@ def _canonical_split(split):
 
 def _looks_like_path(name):
     return (os.sep in name or name.startswith(".") or name.endswith((".npz",) + _IDX_SUFFIXES)
-            or os.path.exists(name))
+            or name.lower().endswith(tabular.TABLE_SUFFIXES) or os.path.exists(name))
 
 
 def describe_source(name_or_path):
-    """Which loader serves `name_or_path`: ("digits" | "tfds" | "npz" | "idx", key).
+    """Which loader serves `name_or_path`: ("digits" | "tfds" | "npz" | "idx" | "table" |
+    "images", key).
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
@@ -107,7 +114,11 @@ def describe_source(name_or_path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"Dataset file not found: {path}")
     if os.path.isdir(path):
+        if images.is_image_folder(path) and _find_idx(path, "train", "images-idx3-ubyte") is None:
+            return "images", path
         return "idx", path
+    if path.lower().endswith(tabular.TABLE_SUFFIXES):
+        return "table", path
     if path.endswith(".npz"):
         return "npz", path
     if path.endswith(_IDX_SUFFIXES):
@@ -377,6 +388,24 @@ def _load_idx(path):
     return _Arrays(splits, None, os.path.basename(path))
 
 
+#: Column names taken as the label of a table read by `load` (the label is never a feature).
+TABLE_LABEL_NAMES = ("label", "y", "class", "target", "outlier", "anomaly")
+
+
+def _load_table(path):
+    label = os.path.basename(path)
+    label_column = next((c for c in tabular.column_names(path)
+                         if c.lower() in TABLE_LABEL_NAMES), None)
+    table = tabular.read_table(path, label_column=label_column, allow_constant=True)
+    return _Arrays(_carve_single(table.x.astype("float32"), table.y, label), None, label)
+
+
+def _load_images(path):
+    x, labels, _ = images.load_image_folder(path)
+    label = os.path.basename(os.path.normpath(path))
+    return _Arrays(_carve_single(x, labels, label), 1.0, label)
+
+
 # --------------------------------------------------------------------------- tf.data pipeline
 def _tfds_dataset(name, split, data_dir, download):
     import tensorflow as tf
@@ -543,7 +572,8 @@ def _pipeline(name_or_path, split, *, batch_size, shuffle, binarize, flatten, sc
         if limit is not None:
             ds = ds.take(int(limit))
     else:
-        arrays = {"digits": _load_digits, "npz": _load_npz, "idx": _load_idx}[kind](key)
+        arrays = {"digits": _load_digits, "npz": _load_npz, "idx": _load_idx,
+                  "table": _load_table, "images": _load_images}[kind](key)
         x, y = arrays.splits[split]
         has_labels = y is not None
         example_shape_ = x.shape[1:]

@@ -6,8 +6,9 @@ import sys
 
 import numpy as np
 
-from keras_vae import plots
+from keras_vae import likelihoods, plots
 from keras_vae.files import atomic_path
+from keras_vae.training import tabular
 from keras_vae.training.config import load_split, make_config
 from keras_vae.training.run import TrainingDiverged, evaluate_model, train
 from keras_vae.training.runs import load_run, write_json
@@ -44,11 +45,27 @@ def _check_out(path, overwrite, suffixes=(".png",)):
         raise FileNotFoundError(f"The folder of --out {path} does not exist: {parent}")
 
 
+# `train` options that only a table (training.tabular) reads, with their unset values
+_TABLE_ONLY = {"columns": None, "label_column": None, "impute": None, "contamination": None}
+
+
 def run_train(args):
+    if tabular.is_table(args.dataset):
+        return tabular.train_table(args)
+    for name, unset in _TABLE_ONLY.items():
+        if getattr(args, name, unset) != unset:
+            raise ValueError(f"--{name.replace('_', '-')} applies to tables (CSV, TSV, Parquet, "
+                             f".npz with X) only; {args.dataset} is not one.")
+    likelihood = args.likelihood or "bernoulli"
+    if likelihood in likelihoods.TWO_PARAMETER:
+        raise ValueError(f"--likelihood {likelihood} is for tables only; images take bernoulli "
+                         "or gaussian.")
     config = make_config(
-        args.dataset, model=args.model, latent_dim=args.latent_dim, epochs=args.epochs,
+        args.dataset, model=args.model,
+        latent_dim=2 if args.latent_dim is None else args.latent_dim,
+        epochs=50 if args.epochs is None else args.epochs,
         batch_size=args.batch_size, lr=args.lr, beta=args.beta, kl_warmup=args.kl_warmup,
-        num_samples=args.num_samples, posterior=args.posterior, likelihood=args.likelihood,
+        num_samples=args.num_samples, posterior=args.posterior, likelihood=likelihood,
         objective=args.objective,
         hidden_units=None if args.hidden_units is None else _hidden_units(args.hidden_units),
         binarize=None if args.binarize == "none" else args.binarize, scale=_scale(args.scale),

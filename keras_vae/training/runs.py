@@ -35,9 +35,11 @@ RUN_FORMAT = 1
 PICTURES = ("curves.png", "latent.png", "reconstructions.png", "samples.png", "manifold.png")
 # Everything keras-vae writes into a run directory; --overwrite deletes these and nothing else.
 RUN_ENTRIES = (RUN_MARKER, DirectoryLock.LOCK_NAME, CONFIG_FILE, SUMMARY_FILE, MODEL_FILE,
-               HISTORY_FILE, BACKUP_DIR, "checkpoints", "logs", "evaluation.json") + PICTURES
+               HISTORY_FILE, BACKUP_DIR, "checkpoints", "logs", "evaluation.json",
+               "detector.json") + PICTURES
 _RUN_ENTRY_PATTERNS = (re.compile(r"evaluation-[a-z]+\.json"),  # other splits
-                       re.compile(r"(worker|chief|ps|evaluator)-\d+"))  # multi-worker files
+                       re.compile(r"(worker|chief|ps|evaluator)-\d+"),  # multi-worker files
+                       re.compile(r"model-\d+\.keras"))  # a table detector's further seeds
 
 
 class RunDirError(ValueError):
@@ -229,6 +231,31 @@ def _clear_run(run_dir):
             shutil.rmtree(path)
         else:
             os.remove(path)
+
+
+def claim_run_dir(run_dir, overwrite=False):
+    """Makes `run_dir` an empty, marked run directory for a run that does not resume (a table
+    detector's): a missing or empty folder is created; a keras-vae run is cleared only with
+    `overwrite`, and only of its own files; anything else is refused (FileExistsError)."""
+    kind = run_dir_kind(run_dir)
+    _refuse_foreign(run_dir, kind)
+    if kind in ("run", "old-run"):
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} holds a keras-vae run; choose another --run-dir, "
+                                  "or pass --overwrite to replace it.")
+        extra = _foreign_entries(run_dir)
+        if extra:
+            raise FileExistsError(
+                f"{run_dir} holds files keras-vae did not write ({', '.join(extra[:5])}); "
+                "--overwrite deletes only a run's own files: move those out first, or choose "
+                "another --run-dir.")
+        _clear_run(run_dir)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        _write_marker(run_dir)
+    except (PermissionError, NotADirectoryError) as err:
+        raise RunDirError(f"cannot write to --run-dir {run_dir} ({err.strerror or err}); choose "
+                          "a folder you can write to.") from None
 
 
 @contextlib.contextmanager
