@@ -11,6 +11,7 @@ and `.ci/run` installs both.
 import importlib.util
 import json
 import math
+import os
 import types
 from pathlib import Path
 
@@ -39,15 +40,24 @@ def _runtime(folder):
     return ExportedVAE(folder)
 
 
+def _missing(reason):
+    """Skip on a developer's machine that lacks the browser or onnxruntime-web; fail in CI
+    (CI set), where .ci/run installs both, so the browser tests cannot silently not run."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{reason}, but CI must run the browser tests (.ci/run installs it)")
+    pytest.skip(f"{reason}; .ci/run installs it")
+
+
 def _needs_browser():
-    """onnxruntime-web's dist folder; skips when it or Chromium is not installed here."""
+    """onnxruntime-web's dist folder; skips when it or Chromium is not installed here (fails
+    in CI)."""
     if browser.find_chromium() is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
+        _missing("Chromium is not installed (apt-get install chromium)")
     try:
         return web.find_ort_web()
     except web.OrtWebNotFound:
-        pytest.skip(f"onnxruntime-web is not installed (npm install onnxruntime-web@"
-                    f"{web.ORT_WEB_VERSION} in the repository); .ci/run installs it")
+        _missing(f"onnxruntime-web is not installed (npm install onnxruntime-web@"
+                 f"{web.ORT_WEB_VERSION} in the repository)")
 
 
 def _open(folder, query):
