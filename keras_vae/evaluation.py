@@ -31,8 +31,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import distributions
-from keras_vae.networks import decode_samples
 
 __all__ = [
     "ELBO",
@@ -73,29 +71,12 @@ def _chunk_fn(vae):
     lse (B,): logsumexp over the first `valid` of S importance log-weights;
     sum_loglik (B,): sum over those samples of ln p(x|z); kl (B,): closed-form KL.
     """
-    diagonal = vae.posterior == "diagonal"
-
     def chunk(x, seed_generator, num_samples, valid):
-        z_mean, z_scale = vae.encoder(x, training=False)
-        eps = keras.random.normal((num_samples,) + tuple(ops.shape(z_mean)), dtype=z_mean.dtype,
-                                  seed=seed_generator)
-        if diagonal:
-            z = z_mean + ops.exp(0.5 * z_scale) * eps
-            # ln q(z|x) from eps: ln N(z | mu, diag(s^2)) = ln N(eps | 0, I) - sum ln s.
-            log_det = 0.5 * ops.sum(z_scale, axis=-1)
-        else:
-            z = z_mean + ops.einsum("bij,sbj->sbi", z_scale, eps)
-            log_det = ops.sum(ops.log(ops.diagonal(z_scale, axis1=-2, axis2=-1)), axis=-1)
-        log_q = distributions.standard_normal_log_density(eps) - log_det       # (S, B)
-        log_prior = distributions.standard_normal_log_density(z)              # (S, B)
-        params = decode_samples(vae.decoder, z, x)
-        params = ops.reshape(params, (num_samples, -1) + tuple(vae.params_shape))
-        log_lik = vae.log_likelihood_given(x, params)                          # (S, B)
+        log_w, log_lik, kl = vae.importance_log_weights(x, num_samples, seed_generator)
         mask = ops.expand_dims(ops.arange(num_samples) < valid, -1)
-        log_w = ops.where(mask, log_lik + log_prior - log_q, -np.inf)
-        lse = ops.logsumexp(log_w, axis=0)
+        lse = ops.logsumexp(ops.where(mask, log_w, -np.inf), axis=0)
         sum_loglik = ops.sum(ops.where(mask, log_lik, 0.0), axis=0)
-        return lse, sum_loglik, vae.kl(z_mean, z_scale)
+        return lse, sum_loglik, kl
 
     return chunk
 

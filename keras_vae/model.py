@@ -346,6 +346,38 @@ class VAE(keras.Model):
             return distributions.diagonal_gaussian_log_density(z, z_mean, z_scale)
         return distributions.tril_gaussian_log_density(z, z_mean, z_scale)
 
+    def prior_log_density(self, z):
+        """ln p(z) for points z (..., K); returns (...,). The standard normal prior here."""
+        return distributions.standard_normal_log_density(z)
+
+    def importance_log_weights(self, x, num_samples, seed=None):
+        """The importance log-weights of S = `num_samples` posterior samples per example, the
+        terms of the importance-weighted estimate of ln p(x) (THEORY, "Beyond the notes"):
+
+            ln w_s = ln p(x|z_s) + ln p(z_s) - ln q(z_s|x),   z_s ~ q(z|x),
+
+        with no beta and no training-time noise handling: this is the evaluation path
+        (`keras_vae.evaluation`). `seed` is a `keras.random` seed (a SeedGenerator inside
+        compiled code). Returns (log_w (S, B), log_lik (S, B) = ln p(x|z_s),
+        kl (B,) = KL(q(z|x) || p(z)), closed form for the standard prior).
+        """
+        z_mean, z_scale = self.encoder(x, training=False)
+        eps = keras.random.normal((num_samples,) + tuple(ops.shape(z_mean)),
+                                  dtype=z_mean.dtype, seed=seed)
+        if self.posterior == "diagonal":
+            z = z_mean + ops.exp(0.5 * z_scale) * eps
+            # ln q(z|x) from eps: ln N(z | mu, diag(s^2)) = ln N(eps | 0, I) - sum ln s.
+            log_det = 0.5 * ops.sum(z_scale, axis=-1)
+        else:
+            z = z_mean + ops.einsum("bij,sbj->sbi", z_scale, eps)
+            log_det = ops.sum(ops.log(ops.diagonal(z_scale, axis1=-2, axis2=-1)), axis=-1)
+        log_q = distributions.standard_normal_log_density(eps) - log_det       # (S, B)
+        params = decode_samples(self.decoder, z, x)
+        params = ops.reshape(params, (num_samples, -1) + tuple(self.params_shape))
+        log_lik = self.log_likelihood_given(x, params)                         # (S, B)
+        log_w = log_lik + self.prior_log_density(z) - log_q
+        return log_w, log_lik, self.kl(z_mean, z_scale)
+
     def call(self, x, training=False):
         """Returns a dict of per-example tensors and adds -ELBO's two terms with add_loss (for
         `objective="iwae"`, the negative importance-weighted bound, one term).
@@ -381,7 +413,7 @@ class VAE(keras.Model):
             q_mean, q_scale = ((ops.stop_gradient(z_mean), ops.stop_gradient(z_scale)) if dreg
                                else (z_mean, z_scale))
             log_w = log_lik_samples + self.beta * (
-                distributions.standard_normal_log_density(z)
+                self.prior_log_density(z)
                 - self.posterior_log_density(z, q_mean, q_scale))  # (L, B)
             log_sum = ops.logsumexp(log_w, axis=0)
             bound = log_sum - math.log(num_samples)
