@@ -463,7 +463,7 @@ class VAE(keras.Model):
 
         `jit_compile="auto"` means XLA on TensorFlow on CPU too, where Keras's own "auto"
         turns it off: on 2 idle cores the XLA-compiled step trains the Kingma-Welling model
-        ~1.4x faster (benchmarks/README.md, throughput run 6). It stays off under a
+        ~1.4x faster (benchmarks/README.md, "Training throughput"). It stays off under a
         `tf.distribute` strategy, with `run_eagerly=True`, when op determinism is on, and for
         a layer with `supports_jit=False`, as in Keras. Pass `jit_compile=False` to opt out
         (compilation costs a few seconds).

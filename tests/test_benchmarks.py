@@ -26,7 +26,7 @@ def run(script, *args, timeout=600):
     return proc.stdout
 
 
-def test_likelihood_quick(tmp_path):
+def test_likelihood_quick_nll_is_below_the_elbo_resumes_and_sweeps_memory(tmp_path):
     results = tmp_path / "likelihood.json"
     out_dir = tmp_path / "nll"
     run("likelihood.py", "--models", "kingma_welling,conv", "--out-dir", str(out_dir),
@@ -65,7 +65,7 @@ print(json.dumps({{"peer": "{peer}", "seconds_per_epoch": 1.0, "samples_per_seco
 """
 
 
-def test_throughput_quick(tmp_path):
+def test_throughput_quick_ratios_are_to_the_faster_peer_of_known_rates(tmp_path):
     bench_dir = tmp_path / "bench"
     bench_dir.mkdir()
     (bench_dir / "torch_reference.py").write_text(PEER_STUB.format(
@@ -90,7 +90,7 @@ def test_throughput_quick(tmp_path):
         assert data["ratio_to_fastest_peer"][name] == pytest.approx(rates[name] / 3000, abs=0.01)
 
 
-def test_anomaly_quick(tmp_path):
+def test_anomaly_quick_separates_a_held_out_digit_near_the_fitted_fpr(tmp_path):
     run("anomaly.py", "--out-dir", str(tmp_path))
     data = json.loads((tmp_path / "anomaly.json").read_text())
     (res,) = data["per_digit"]
@@ -104,7 +104,7 @@ def test_anomaly_quick(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_zoo_candidates_quick(tmp_path):
+def test_zoo_candidates_quick_entries_describe_their_own_files(tmp_path):
     """Two candidates in parallel processes through zoo.build on synthetic data: each writes its
     entry and weight file, and the entry describes that file and its own recipe."""
     import hashlib

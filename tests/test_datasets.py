@@ -56,7 +56,7 @@ def test_digits_splits_are_deterministic():
     np.testing.assert_array_equal(a, b)
 
 
-def test_keep_image_shape(digits_raw):
+def test_flatten_false_keeps_the_image_shape_of_the_same_pixels(digits_raw):
     x, _ = datasets.load_numpy("digits", "test", flatten=False)
     flat, _ = datasets.load_numpy("digits", "test")
     assert x.shape == (180, 8, 8, 1)
@@ -65,7 +65,7 @@ def test_keep_image_shape(digits_raw):
     assert datasets.example_shape("digits") == (64,)
 
 
-def test_scale_options(digits_raw):
+def test_scale_divides_the_raw_values_and_none_keeps_them(digits_raw):
     raw, _ = datasets.load_numpy("digits", "test", scale=None)
     scaled, _ = datasets.load_numpy("digits", "test")
     halved, _ = datasets.load_numpy("digits", "test", scale=32)
@@ -277,7 +277,7 @@ def test_npz_without_known_arrays_lists_them(tmp_path):
         datasets.load(str(path))
 
 
-def test_npz_wrong_dtype_and_shapes(tmp_path):
+def test_npz_wrong_dtype_shapes_labels_and_range_are_named(tmp_path):
     strings = tmp_path / "strings.npz"
     np.savez(strings, train=np.array([["a"] * 4] * 20), test=np.array([["a"] * 4] * 5))
     with pytest.raises(ValueError, match="dtype <U1"):
@@ -312,7 +312,7 @@ def test_corrupt_idx_names_path(tmp_path):
         datasets.load(str(magic))
 
 
-def test_bad_options():
+def test_bad_split_binarize_and_batch_size_are_named():
     with pytest.raises(ValueError, match="Unknown split 'dev'"):
         datasets.load("digits", "dev")
     with pytest.raises(ValueError, match="binarize must be None, 'static' or 'dynamic'"):

@@ -132,7 +132,7 @@ def test_log_densities_match_scipy():
                                stats.norm().logpdf(z).sum(-1), rtol=1e-6)
 
 
-def test_fill_scale_tril_layout():
+def test_fill_scale_tril_fills_rows_with_a_positive_softplus_diagonal():
     k = 3
     raw = np.arange(1, 7, dtype="float32")[None]  # 6 = K(K+1)/2 entries
     tril = ops.convert_to_numpy(D.fill_scale_tril(raw, k, min_scale=0.0))[0]

@@ -453,7 +453,7 @@ def test_scale_options_reach_the_shape_check(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- item 12
-def test_empty_and_bad_counts():
+def test_zero_counts_give_empty_arrays_and_bad_counts_are_named():
     vae = VAE.kingma_welling(input_dim=4, latent_dim=2, hidden_units=3)
     assert vae.sample(0).shape == (0, 4) and vae.sample(0).dtype == np.float32
     assert vae.decode(np.zeros((0, 2))).shape == (0, 4)

@@ -150,7 +150,7 @@ def test_predict_returns_per_example_terms(binary_digits):
 
 # ----------------------------------------------------------------- save / load
 @pytest.mark.parametrize("kind", ["kingma_welling_full", "conv", "gaussian_mlp"])
-def test_keras_round_trip(kind, tmp_path):
+def test_keras_save_and_load_keep_config_outputs_and_optimizer_state(kind, tmp_path):
     rng = np.random.default_rng(0)
     if kind == "kingma_welling_full":
         vae = kv.VAE.kingma_welling(64, 3, posterior="full", num_samples=2, beta=0.5, seed=4)
@@ -222,7 +222,7 @@ def test_bad_input_is_refused_before_training(small_vae, data, message):
         np.testing.assert_array_equal(w0, w1)
 
 
-def test_bad_validation_data_and_dataset_shapes(small_vae):
+def test_bad_validation_data_and_dataset_shapes_are_refused(small_vae):
     import tensorflow as tf
 
     good = np.zeros((10, 64), "float32")
@@ -244,7 +244,7 @@ def test_bad_validation_data_and_dataset_shapes(small_vae):
     (dict(num_samples=0), "num_samples must be an integer >= 1"),
     (dict(beta=-1.0), "beta must be a number >= 0"),
 ])
-def test_bad_hyperparameters(kwargs, message):
+def test_bad_hyperparameters_are_refused_by_name(kwargs, message):
     args = dict(input_dim=64, latent_dim=2)
     args.update(kwargs)
     with pytest.raises(ValueError) as err:

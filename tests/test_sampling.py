@@ -6,7 +6,7 @@ from keras import ops
 import keras_vae as kv
 
 
-def test_diagonal_sampling_moments():
+def test_diagonal_sampling_has_the_claimed_mean_and_variance():
     mu = np.array([[1.0, -2.0, 0.5]], dtype="float32")
     log_var = np.array([[0.0, np.log(4.0), np.log(0.25)]], dtype="float32")
     n = 200_000
@@ -18,7 +18,7 @@ def test_diagonal_sampling_moments():
     np.testing.assert_allclose(np.cov(z.T), cov, atol=0.03)
 
 
-def test_full_covariance_sampling_moments():
+def test_full_covariance_sampling_has_the_claimed_mean_and_covariance():
     mu = np.array([[0.5, -1.0]], dtype="float32")
     tril = np.array([[[1.5, 0.0], [-0.8, 0.6]]], dtype="float32")
     n = 200_000
@@ -28,7 +28,7 @@ def test_full_covariance_sampling_moments():
     np.testing.assert_allclose(np.cov(z.T), sigma, atol=0.03)
 
 
-def test_sampling_shapes_and_seed():
+def test_sampling_shapes_and_the_same_seed_gives_the_same_draws():
     mu = np.zeros((4, 2), "float32")
     lv = np.zeros((4, 2), "float32")
     assert tuple(kv.Sampling()([mu, lv]).shape) == (4, 2)

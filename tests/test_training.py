@@ -108,7 +108,7 @@ def test_build_model_follows_config():
 
 
 # ----------------------------------------------------------------------------- pictures
-def test_tile_images_layout():
+def test_tile_images_places_images_row_by_row_with_padding():
     images = np.arange(5 * 2 * 3, dtype="float32").reshape(5, 2, 3, 1) / 30
     grid = plots.tile_images(images, ncols=3, pad=1, pad_value=-1)
     assert grid.shape == (2 * 2 + 1, 3 * 3 + 2, 1)

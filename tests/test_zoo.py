@@ -277,7 +277,7 @@ def test_download_over_http_then_cache_hit_with_the_server_stopped(server, isola
         np.testing.assert_array_equal(a, c)
 
 
-def test_base_url_from_the_environment(server, monkeypatch, isolated_cache):
+def test_download_takes_its_base_url_from_the_environment(server, monkeypatch, isolated_cache):
     monkeypatch.setenv(zoo.URL_ENV, server.url.rstrip("/"))  # with or without the slash
     path = zoo.download(SMALL, verbose=False)
     assert server.requests == [f"/{file_of(SMALL).name}"]
@@ -348,7 +348,7 @@ def test_a_partial_file_left_in_the_cache_is_replaced(server, isolated_cache):
     assert cache_files(isolated_cache) == [str(target)]
 
 
-def test_local_folder_and_file_url(isolated_cache):
+def test_download_from_a_local_folder_or_file_url_checks_the_hash(isolated_cache):
     for base in (str(WEIGHTS), WEIGHTS.as_uri(), WEIGHTS.as_uri() + "/"):
         cache = isolated_cache / base.replace("/", "_").replace(":", "")
         path = zoo.download(SMALL, base_url=base, cache_dir=cache, verbose=False)

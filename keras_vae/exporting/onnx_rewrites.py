@@ -7,12 +7,12 @@ _ELEMENTWISE = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus
 
 def conv_as_transpose_pays(out_channels, in_channels):
     """Whether onnxruntime's CPU ConvTranspose computes a stride-1 convolution faster than its
-    Conv does. Measured by benchmarks/export_latency.py ("graph_rewrites"; README, Export) for
-    3x3 kernels on 28x28 maps on an AVX-512 CPU: 1.15-3.5x faster at batch 1 and 64 with at
-    most 4 output channels and at least 8 input channels per output channel; with fewer input
-    channels ConvTranspose's col2im step can cost more than Conv's padded channel block
-    wastes (4 -> 4 channels: 0.22x at batch 64), and from 8 output channels on Conv wastes
-    little or nothing."""
+    Conv does. Measured by benchmarks/export_latency.py ("graph_rewrites"; benchmarks/README.md,
+    "Export latency") for 3x3 kernels on 28x28 maps on an AVX-512 CPU: 1.15-3.5x faster at
+    batch 1 and 64 with at most 4 output channels and at least 8 input channels per output
+    channel; with fewer input channels ConvTranspose's col2im step can cost more than Conv's
+    padded channel block wastes (4 -> 4 channels: 0.22x at batch 64), and from 8 output
+    channels on Conv wastes little or nothing."""
     return out_channels <= 4 and in_channels >= 8 * out_channels
 
 
