@@ -207,3 +207,57 @@ def test_bad_arguments_get_one_line_each(five_dims):
     with pytest.raises(ValueError, match="expects"):
         evaluation.collapse_report(vae, x[:, :2])
     assert diagnostics.collapse_report is evaluation.collapse_report
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.mark.large  # a whole (tiny) training run, then `evaluate` twice
+def test_train_logs_and_evaluate_prints_the_diagnostics(tmp_path, capsys):
+    """A tiny `keras-vae train` run writes the per-epoch diagnostics to logs/collapse, and
+    `keras-vae evaluate` prints the table (stderr) and saves the numbers under "collapse" in
+    evaluation.json and the printed JSON, equal to the Python functions' on the same data."""
+    import json
+
+    import tensorflow as tf
+
+    from keras_vae import cli, training
+
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "digits", "--model", "kingma-welling",
+                     "--latent-dim", "3", "--hidden-units", "32", "--batch-size", "100",
+                     "--epochs", "2", "--seed", "1", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run_dir), "--diagnostics-examples", "150",
+                     "--seed", "4"]) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert printed == json.loads((run_dir / "evaluation.json").read_text())
+    collapse = printed["collapse"]
+    vae = keras.saving.load_model(run_dir / "model.keras")
+    config = json.loads((run_dir / "config.json").read_text())
+    x, _ = training.load_split(config, "test", limit=150, numpy=True)
+    assert collapse["n"] == 150 and collapse["latent_dim"] == 3 and collapse["seed"] == 4
+    np.testing.assert_allclose(collapse["kl_per_dimension"], evaluation.kl_per_dimension(vae, x),
+                               rtol=1e-6)
+    count, variances = evaluation.active_units(vae, x)
+    assert collapse["active_units"] == count
+    np.testing.assert_allclose(collapse["unit_variances"], variances, rtol=1e-6)
+    assert collapse["mutual_information"] == pytest.approx(
+        evaluation.mutual_information(vae, x, seed=4), rel=1e-9)
+    # the KL per dimension adds up to the evaluation's KL (on these 150 of the 180 examples)
+    mean, log_var = vae.encode(x)
+    assert sum(collapse["kl_per_dimension"]) == pytest.approx(
+        np.mean(0.5 * np.sum(mean ** 2 + np.exp(log_var) - 1.0 - log_var, axis=1)), rel=1e-5)
+    assert f"active units: {count} of 3" in err
+    assert f"I(x; z): {collapse['mutual_information']:.4f} nats" in err
+    # the training run logged the diagnostics of each epoch for TensorBoard
+    steps = set()
+    for path in (run_dir / "logs" / "collapse").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps.update(event.step for v in event.summary.value
+                         if v.tag == "collapse/mutual_information")
+    assert steps == {0, 1}
+    # 0 skips them; a single example cannot have a variance
+    assert cli.main(["evaluate", str(run_dir), "--diagnostics-examples", "0"]) == 0
+    assert "collapse" not in json.loads(capsys.readouterr().out)
+    assert cli.main(["evaluate", str(run_dir), "--diagnostics-examples", "1"]) == 2
+    assert "--diagnostics-examples must be 0 (skip) or >= 2" in capsys.readouterr().err

@@ -26,7 +26,8 @@ class CollapseDiagnostics(keras.callbacks.Callback):
         x: the examples (n >= 2, the model's input shape); the same ones every epoch, so the
             curves show the model changing, not the sample.
         log_dir: folder of the TensorBoard event file (None: logs only). Needs TensorFlow.
-        every: compute every this many epochs (the others add nothing).
+        every: compute every this many epochs (the others add nothing to the logs, so with
+            every > 1 Keras's History lists these keys for the computed epochs only).
         threshold, num_samples, seed: passed to `collapse_report` (the same seed every epoch).
         prefix: of the log keys ("val_" by default: the sample is validation data).
     """
