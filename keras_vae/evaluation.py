@@ -31,6 +31,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vae.diagnostics import (  # noqa: F401  (posterior collapse, re-exported here)
+    ActiveUnits,
+    active_units,
+    collapse_report,
+    format_collapse_report,
+    kl_per_dimension,
+    mutual_information,
+)
 
 __all__ = [
     "ELBO",
@@ -43,6 +51,10 @@ __all__ = [
     "detection_metrics",
     "AnomalyDetector",
     "ANOMALY_METHODS",
+    "kl_per_dimension",
+    "active_units",
+    "mutual_information",
+    "collapse_report",
 ]
 
 # Decoder outputs (samples x examples x features) per compiled call: 2**23 float32 values are

@@ -125,14 +125,21 @@ def add_commands(subparsers):
     p = subparsers.add_parser("evaluate", help="-ELBO, reconstruction and KL of a trained run",
                               description="Print (and save to RUN_DIR/evaluation.json) -ELBO, "
                                           "reconstruction error and KL in nats per example, "
-                                          "and with --nll-samples the importance-weighted "
-                                          "NLL and bits per dimension.")
+                                          "posterior-collapse diagnostics, and with "
+                                          "--nll-samples the importance-weighted NLL and "
+                                          "bits per dimension.")
     p.add_argument("run_dir")
     p.add_argument("--split", choices=SPLITS, default="test")
     p.add_argument("--nll-samples", type=int, default=0, metavar="K",
                    help="also estimate -ln p(x) by importance sampling with K samples per "
                         "example (5000 is the literature's standard; 0: skip)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the NLL estimate")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the NLL and mutual-information estimates")
+    p.add_argument("--diagnostics-examples", type=int, default=1000, metavar="N",
+                   help="posterior-collapse diagnostics (KL per latent dimension, active "
+                        "units, mutual information I(x; z)) on the first N examples of the "
+                        "split: a table on stderr, the numbers under \"collapse\" in the "
+                        "JSON (0: skip)")
     p.set_defaults(func="keras_vae.training.cli:run_evaluate")
 
     p = subparsers.add_parser("sample", help="draw samples from the prior as a PNG grid")

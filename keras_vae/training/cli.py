@@ -94,6 +94,10 @@ def run_train(args):
 def run_evaluate(args):
     if args.nll_samples < 0:
         raise ValueError(f"--nll-samples must be >= 0 (0 skips the NLL), got {args.nll_samples}.")
+    examples = getattr(args, "diagnostics_examples", 0)
+    if examples < 0 or examples == 1:
+        raise ValueError(f"--diagnostics-examples must be 0 (skip) or >= 2 (a variance over "
+                         f"examples), got {examples}.")
     vae, config = load_run(args.run_dir)
     metrics = evaluate_model(vae, config, args.split)
     if args.nll_samples:
@@ -103,6 +107,12 @@ def run_evaluate(args):
         log_px = evaluation.log_likelihood(vae, x, num_samples=args.nll_samples, seed=args.seed)
         metrics.update(evaluation.nll_summary(log_px, int(np.prod(x.shape[1:]))),
                        nll_samples=args.nll_samples, seed=args.seed)
+    if examples:
+        from keras_vae import evaluation
+
+        x, _ = load_split(config, args.split, limit=examples, numpy=True)
+        metrics["collapse"] = evaluation.collapse_report(vae, x, seed=args.seed)
+        print(evaluation.format_collapse_report(metrics["collapse"]), file=sys.stderr)
     name = "evaluation.json" if args.split == "test" else f"evaluation-{args.split}.json"
     write_json(os.path.join(args.run_dir, name), metrics)
     print(json.dumps(metrics, indent=2, sort_keys=True))

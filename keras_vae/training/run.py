@@ -12,6 +12,7 @@ import keras
 from keras_vae import compat, datasets, distribute, plots
 from keras_vae.callbacks import (
     BestCheckpoint,
+    CollapseDiagnostics,
     HistoryLogger,
     KLWarmup,
     ResumableEarlyStopping,
@@ -40,6 +41,10 @@ from keras_vae.training.runs import (
     truncate_history,
     write_json,
 )
+
+
+# Validation examples of the per-epoch posterior-collapse diagnostics (CollapseDiagnostics)
+COLLAPSE_SAMPLE = 500
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,6 +99,12 @@ def _callbacks(config, run_dir, history, backup_root=None):
     callbacks.append(time_limit)
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                  write_graph=False, profile_batch=0))
+    # Posterior-collapse numbers of a fixed validation sample, beside TensorBoard's curves
+    # (logs/collapse); after HistoryLogger, so history.csv keeps its columns.
+    sample, _ = load_split(config, "valid", limit=COLLAPSE_SAMPLE, numpy=True)
+    if len(sample) >= 2:
+        callbacks.append(CollapseDiagnostics(sample, os.path.join(run_dir, "logs", "collapse"),
+                                             seed=config["seed"]))
     if not config["ema_momentum"]:
         callbacks.append(backup)
     return callbacks, stop_on_nan, stopper, time_limit
