@@ -272,3 +272,37 @@ def test_bad_arguments_name_the_problem():
     _, wrong_prior = latent_networks((3, 2), ())
     with pytest.raises(ValueError, match="z1_prior must map"):
         kv.HierarchicalVAE(encoder, decoder, z2_encoder, wrong_prior)
+
+
+# ----------------------------------------------------------------------------- recipes, CLI
+def test_recipe_with_latent_dims_builds_a_two_layer_model():
+    """model_options {"latent_dims": [K1, K2]} (what `keras-vae train --latent-dims K1,K2`
+    writes) makes the one model builder return a HierarchicalVAE, so runs reload as one."""
+    from keras_vae.training import build_model, make_config
+
+    config = make_config("digits", model="mlp", latent_dim=4, hidden_units=[16],
+                         model_options={"latent_dims": [4, 2]}, objective="iwae",
+                         num_samples=3)
+    vae = build_model(config, compile=False)
+    assert type(vae) is kv.HierarchicalVAE
+    assert vae.latent_dims == (4, 2) and vae.input_shape_ == (64,)
+    assert vae.objective == "iwae" and vae.num_samples == 3
+    assert [layer.units for layer in vae.encoder.layers if hasattr(layer, "units")][0] == 16
+    with pytest.raises(ValueError, match="first of latent_dims"):
+        build_model({**config, "latent_dim": 3}, compile=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "kingma-welling", "--latent-dims", "4,2"], "from --model mlp or conv"),
+    (["--model", "mlp", "--latent-dims", "4"], "two positive integers K1,K2"),
+    (["--model", "mlp", "--latent-dims", "4,x"], "two positive integers K1,K2"),
+    (["--model", "mlp", "--latent-dim", "3", "--latent-dims", "4,2"], "disagrees"),
+])
+def test_cli_latent_dims_errors(tmp_path, capsys, args, message):
+    from keras_vae import cli
+
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", *args, "--epochs", "1", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-vae train: error: --latent-dim") and message in err
+    assert not run_dir.exists()
