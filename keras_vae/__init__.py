@@ -37,10 +37,12 @@ from keras_vae.distributions import (
 from keras_vae.exporting import export
 from keras_vae.layers import MaskedConv2D, Sampling, ScaleTril
 from keras_vae.model import VAE, NonFiniteLoss
+from keras_vae.hierarchical import HierarchicalVAE
 from keras_vae.detector import VAEDetector
 
 __all__ = [
     "VAE",
+    "HierarchicalVAE",
     "VAEDetector",
     "NonFiniteLoss",
     "export",

@@ -39,6 +39,9 @@ def add_commands(subparsers):
     p.add_argument("--model", choices=MODELS, default="kingma-welling")
     p.add_argument("--latent-dim", type=int, default=None,
                    help="K, the size of z (default 2; tables: from the column count)")
+    p.add_argument("--latent-dims", default=None, metavar="K1,K2",
+                   help="two stochastic layers (keras_vae.HierarchicalVAE, --model mlp or "
+                        "conv): the sizes of z1 and z2, e.g. 32,16; replaces --latent-dim")
     p.add_argument("--hidden-units", default=None,
                    help="comma-separated hidden layer sizes (filters for conv); default "
                         + "; ".join(f"{m}: {','.join(map(str, h))}"

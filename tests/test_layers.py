@@ -22,6 +22,7 @@ LAYERS = (
     ("keras_vae.evaluation", "keras_vae.diagnostics"),
     ("keras_vae.callbacks",),  # plain Keras callbacks: they read the model's attributes only
     ("keras_vae.model",),
+    ("keras_vae.hierarchical",),  # the two-stochastic-layer VAE, a subclass of model.VAE
     ("keras_vae.datasets", "keras_vae.distribute", "keras_vae.plots", "keras_vae.detector"),
     ("keras_vae.training",),
     ("keras_vae.web",),  # the browser page of an export

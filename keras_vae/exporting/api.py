@@ -103,6 +103,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
 
     from keras_vae.version import __version__
 
+    if getattr(vae, "export_unsupported", None):  # a model the bundle cannot describe
+        raise ValueError(vae.export_unsupported)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"Exporting needs the TensorFlow backend (Keras runs on {keras.backend.backend()!r}): "

@@ -23,6 +23,29 @@ def _hidden_units(text):
                          f"got {text!r}.") from None
 
 
+def _latent_dims(args):
+    """--latent-dims K1,K2: (latent_dim, model_options) of a two-layer model, else
+    (--latent-dim or 2, {})."""
+    latent_dim = 2 if args.latent_dim is None else args.latent_dim
+    text = getattr(args, "latent_dims", None)
+    if text is None:
+        return latent_dim, {}
+    try:
+        dims = [int(k) for k in text.split(",")]
+    except ValueError:
+        dims = []
+    if len(dims) != 2 or min(dims) < 1:
+        raise ValueError(f"--latent-dims must be two positive integers K1,K2 (the sizes of z1 "
+                         f"and z2), e.g. 32,16; got {text!r}.")
+    if args.latent_dim is not None and args.latent_dim != dims[0]:
+        raise ValueError(f"--latent-dim {args.latent_dim} disagrees with --latent-dims {text} "
+                         "(whose first number is the size of z1); give --latent-dims alone.")
+    if args.model not in ("mlp", "conv"):
+        raise ValueError(f"--latent-dims builds a two-layer model from --model mlp or conv, "
+                         f"not {args.model}.")
+    return dims[0], {"latent_dims": dims}
+
+
 def _scale(text):
     if text in ("auto", "none"):
         return None if text == "none" else "auto"
@@ -60,9 +83,9 @@ def run_train(args):
     if likelihood in likelihoods.TWO_PARAMETER:
         raise ValueError(f"--likelihood {likelihood} is for tables only; images take bernoulli "
                          "or gaussian.")
+    latent_dim, model_options = _latent_dims(args)
     config = make_config(
-        args.dataset, model=args.model,
-        latent_dim=2 if args.latent_dim is None else args.latent_dim,
+        args.dataset, model=args.model, latent_dim=latent_dim, model_options=model_options,
         epochs=50 if args.epochs is None else args.epochs,
         batch_size=args.batch_size, lr=args.lr, beta=args.beta, kl_warmup=args.kl_warmup,
         num_samples=args.num_samples, posterior=args.posterior, likelihood=likelihood,

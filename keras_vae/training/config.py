@@ -5,6 +5,7 @@ import keras
 from keras_vae import datasets
 from keras_vae.distribute import MIXED_PRECISION_POLICIES as MIXED_PRECISION
 from keras_vae.distribute import STRATEGIES
+from keras_vae.hierarchical import HierarchicalVAE
 from keras_vae.model import OBJECTIVES, VAE, monitored_metric
 from keras_vae.training.limits import check_limits
 from keras_vae.training.recipe import (
@@ -109,6 +110,8 @@ def _architecture(config, **overrides):
     common.update(config["model_options"] or {})
     common.update(overrides)
     input_shape = tuple(config["input_shape"])
+    if common.get("latent_dims") is not None:  # two stochastic layers: HierarchicalVAE
+        return _two_layer(model, input_shape, hidden, common)
     if model == "kingma-welling":
         if len(hidden) != 1:
             raise ValueError("--model kingma-welling has exactly one hidden layer; give one "
@@ -124,6 +127,24 @@ def _architecture(config, **overrides):
     if model == "pixel-cnn":  # the encoder's filters; the decoder's are model_options
         return VAE.pixel_cnn(input_shape=input_shape, filters=hidden, **common)
     raise ValueError(f"Unknown --model {model!r}: expected one of {MODELS}.")
+
+
+def _two_layer(model, input_shape, hidden, common):
+    """The HierarchicalVAE of a recipe whose model_options hold latent_dims = [K1, K2] (K1 is
+    also its latent_dim): `HierarchicalVAE.mlp` or `.conv` with the recipe's hidden units."""
+    common = dict(common)
+    latent_dims = tuple(common.pop("latent_dims"))
+    if common.pop("latent_dim") != latent_dims[0]:
+        raise ValueError(f"latent_dim must equal the first of latent_dims {list(latent_dims)} "
+                         "(the size of z1).")
+    if model == "mlp":
+        return HierarchicalVAE.mlp(input_shape=input_shape, latent_dims=latent_dims,
+                                   hidden_units=hidden, **common)
+    if model == "conv" and len(input_shape) == 3:
+        return HierarchicalVAE.conv(input_shape=input_shape, latent_dims=latent_dims,
+                                    filters=hidden, **common)
+    raise ValueError(f"--latent-dims builds a two-layer model from --model mlp or conv (image "
+                     f"data), not {model} on examples shaped {input_shape}.")
 
 
 def build_model(config, compile=True, **overrides):
