@@ -72,7 +72,16 @@ class _Compiled:
         elif backend == "jax":
             import jax
 
-            self._fn = jax.jit(fn)
+            # The weights are arguments (not constants captured at trace time), so one
+            # compilation serves every later call, also after the weights change.
+            variables = list(decoder.variables)
+
+            def stateless(values, z, noise):
+                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                    return fn(z, noise)
+
+            jitted = jax.jit(stateless)
+            self._fn = lambda z, noise: jitted([v.value for v in variables], z, noise)
         else:
             self._fn = fn
 
@@ -81,15 +90,13 @@ class _Compiled:
                                              ops.convert_to_tensor(noise, dtype="float32")))
 
 
-# JAX closes over the weights' values at trace time, so only TensorFlow's functions (which read
-# the variables at run time) are cached across calls (as in `keras_vae.evaluation`).
+# One compiled function per decoder (TensorFlow reads the variables at run time, JAX gets their
+# values as arguments), so repeated draws compile once per batch size.
 _CACHE = weakref.WeakKeyDictionary()
 
 
 def compiled(decoder):
     """A callable (z (B, K), noise (H * W, B)) -> NumPy x (B, H, W, 1), see `draw_pixels`."""
-    if keras.backend.backend() != "tensorflow":
-        return _Compiled(decoder)
     if decoder not in _CACHE:
         _CACHE[decoder] = _Compiled(decoder)
     return _CACHE[decoder]

@@ -162,9 +162,9 @@ class PixelCNNDecoder(keras.Model):
     z enters only the cheap head, so the k posterior samples of an importance-weighted
     likelihood share one context computation (`logits_from`). Evaluating ln p(x|z) takes one
     pass; drawing x takes H * W steps, pixel by pixel (`VAE.decode`). Logit i depends only on
-    z and the `receptive_rows` rows above pixel i and its own row (with the pixels before i):
-    `context_net` and `head` take any number of rows and columns, so a drawing step computes
-    the logits of one window of receptive_rows + 1 rows only.
+    z and on the pixels before i within `receptive_rows` (R) rows above it and R columns either
+    side: `context_net` and `head` take images of any size, so a drawing step
+    (`keras_vae.drawing`) runs them on a window of (R + 1) x (2R + 1) pixels only.
 
     Args:
         latent_dim: K.
@@ -188,7 +188,7 @@ class PixelCNNDecoder(keras.Model):
                              f"output_shape={output_shape}; use conv_decoder for other data.")
         height, width, _ = output_shape
         gated = bool(gated)
-        x = keras.Input((None, width, 1), name="x")  # any number of rows (drawing windows)
+        x = keras.Input((None, None, 1), name="x")  # any window of rows and columns (drawing)
         if gated:
             h = GatedActivation(name="gate_a")(
                 MaskedConv2D(2 * filters, 7, "A", name="masked_conv_a")(x))
