@@ -23,16 +23,12 @@ import keras
 from keras import ops
 
 
-def _window(size, extent):
-    return min(size, extent)
-
-
 def draw_pixels(decoder, z, noise):
     """x ~ p(x|z) for latents z (B, K) and uniform noise (H * W, B) (row i: pixel i in raster
     order): returns (B, H, W, 1) float32 of 0/1. Plain `keras.ops`, traceable."""
     height, width, _ = decoder.output_shape_
     reach = int(decoder.receptive_rows)
-    rows, cols = _window(reach + 1, height), _window(2 * reach + 1, width)
+    rows, cols = min(reach + 1, height), min(2 * reach + 1, width)  # the window, clipped
     z = ops.convert_to_tensor(z, dtype="float32")
     noise = ops.convert_to_tensor(noise, dtype="float32")
     batch = ops.shape(z)[0]
