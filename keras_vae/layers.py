@@ -143,3 +143,22 @@ class MaskedConv2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": self.kernel_size, "mask_type": self.mask_type}
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class GatedActivation(keras.layers.Layer):
+    """The gated activation of Gated PixelCNN (van den Oord et al. 2016) and PixelVAE:
+    tanh(a) * sigmoid(b), where a and b are the first and second halves of the last axis (so
+    the output has half the input's channels). Elementwise per pixel: it keeps a masked
+    convolution's causality."""
+
+    def call(self, x):
+        a, b = ops.split(x, 2, axis=-1)
+        return ops.tanh(a) * ops.sigmoid(b)
+
+    def compute_output_shape(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] % 2:
+            raise ValueError(f"GatedActivation needs an even number of channels, got "
+                             f"{input_shape[-1]}.")
+        return tuple(input_shape[:-1]) + (
+            None if input_shape[-1] is None else input_shape[-1] // 2,)

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import compat, distributions, evaluation, likelihoods, networks
+from keras_vae import compat, distributions, drawing, evaluation, likelihoods, networks
 from keras_vae.callbacks.stop_on_nan import StopOnNaN
 from keras_vae.layers import Sampling
 from keras_vae.networks import decode_samples
@@ -285,14 +285,17 @@ class VAE(keras.Model):
     @classmethod
     def pixel_cnn(cls, input_shape=(28, 28, 1), latent_dim=32, filters=(32, 64),
                   dense_units=128, pixel_filters=32, pixel_layers=3, latent_units=256,
-                  latent_channels=3, activation="relu", posterior="diagonal", **kwargs):
+                  latent_channels=3, activation="relu", posterior="diagonal", gated=False,
+                  **kwargs):
         """A VAE with an autoregressive decoder for binary one-channel images (a small
         PixelVAE): the conv encoder of `VAE.conv` and a `networks.PixelCNNDecoder`, whose
-        logits see the pixels before each one as well as z. Bernoulli likelihood only."""
+        logits see the pixels before each one as well as z. Bernoulli likelihood only.
+        `gated=True` gives the decoder gated residual layers (tanh * sigmoid)."""
         encoder = networks.conv_encoder(input_shape, latent_dim, filters, 3, dense_units,
                                         activation, posterior)
         decoder = networks.PixelCNNDecoder(latent_dim, input_shape, pixel_filters,
-                                           pixel_layers, latent_units, latent_channels)
+                                           pixel_layers, latent_units, latent_channels,
+                                           gated=gated)
         return cls(encoder, decoder, latent_dim, posterior=posterior, **kwargs)
 
     # ----------------------------------------------------------------- the model
@@ -636,7 +639,9 @@ class VAE(keras.Model):
         """E[x|z] for latent points z (n, K): probabilities (Bernoulli) or means (Gaussian).
 
         An autoregressive decoder has no closed-form E[x|z]: it returns a draw x ~ p(x|z)
-        instead, made pixel by pixel in raster order (H * W decoder passes; `seed` makes it
+        instead, made pixel by pixel in raster order in one compiled loop of H * W steps
+        (`keras_vae.drawing`), pixel i set where u_i < p(x_i = 1 | x_<i, z), u from
+        `numpy.random.default_rng(seed)` in the bundle runtime's order (`seed` makes it
         reproducible)."""
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
@@ -646,24 +651,12 @@ class VAE(keras.Model):
             return np.zeros((0,) + self.input_shape_, dtype="float32")
         if self.autoregressive:
             rng = np.random.default_rng(seed)  # one stream across the batches
-            return self._run_batched(lambda b: self._draw_pixels(b, rng), z, batch_size)[0]
+            draw, pixels = drawing.compiled(self.decoder), int(np.prod(self.input_shape_))
+            return self._run_batched(lambda b: draw(b, rng.random((pixels, int(b.shape[0])))),
+                                     z, batch_size)[0]
         fn = lambda b: self.mean_from_params(  # noqa: E731
             ops.cast(self.decoder(b, training=False), "float32"))
         return self._run_batched(fn, z, batch_size)[0]
-
-    def _draw_pixels(self, z, rng):
-        """x ~ p(x|z) from an autoregressive decoder: pixel i is drawn from its Bernoulli given
-        z and the pixels drawn before it (each pass recomputes every logit; the causal masks
-        make the ones at and after i ignore the pixels not yet drawn)."""
-        height, width, _ = self.input_shape_
-        x = np.zeros((int(z.shape[0]),) + self.input_shape_, dtype="float32")
-        for row in range(height):
-            for col in range(width):
-                logits = ops.convert_to_numpy(ops.cast(self.decoder(
-                    [z, ops.convert_to_tensor(x)], training=False), "float32"))
-                p = 0.5 + 0.5 * np.tanh(0.5 * logits[:, row, col, 0])  # sigmoid
-                x[:, row, col, 0] = rng.random(len(p)) < p
-        return x
 
     def sample(self, n, seed=None):
         """Draws n points z ~ N(0, I) from the prior and returns E[x|z], shape (n, *input_shape)

@@ -14,7 +14,7 @@ import keras
 from keras import layers, ops
 
 from keras_vae import distributions
-from keras_vae.layers import MaskedConv2D, ScaleTril
+from keras_vae.layers import GatedActivation, MaskedConv2D, ScaleTril
 
 POSTERIORS = ("diagonal", "full")
 
@@ -155,9 +155,16 @@ class PixelCNNDecoder(keras.Model):
       `latent_channels` maps of H x W, a 1x1 convolution: what z says about each pixel;
     - `head` [latent features, context] -> logits: ReLU of their sum, a 1x1 convolution with
       ReLU and a 1x1 convolution to one logit per pixel.
+    With `gated=True` the context layers are gated instead (Gated PixelCNN, van den Oord et
+    al. 2016; PixelVAE): the mask-"A" convolution and each mask-"B" one give 2 * filters maps
+    a, b, combined as tanh(a) * sigmoid(b) (`layers.GatedActivation`); each mask-"B" layer adds
+    a 1x1 convolution of its gate to the running features (a residual step).
     z enters only the cheap head, so the k posterior samples of an importance-weighted
     likelihood share one context computation (`logits_from`). Evaluating ln p(x|z) takes one
-    pass; drawing x takes H * W passes, pixel by pixel (`VAE.decode`).
+    pass; drawing x takes H * W steps, pixel by pixel (`VAE.decode`). Logit i depends only on
+    z and on the pixels before i within `receptive_rows` (R) rows above it and R columns either
+    side: `context_net` and `head` take images of any size, so a drawing step
+    (`keras_vae.drawing`) runs them on a window of (R + 1) x (2R + 1) pixels only.
 
     Args:
         latent_dim: K.
@@ -166,24 +173,36 @@ class PixelCNNDecoder(keras.Model):
         num_layers: mask-"B" residual layers after the first, mask-"A" one.
         latent_units: hidden units of `latent_net`.
         latent_channels: feature maps `latent_net` projects z to.
+        gated: gated residual context layers instead of ReLU ones (False: the original
+            decoder; its saved config has no "gated" key).
     """
 
     autoregressive = True
 
     def __init__(self, latent_dim, output_shape=(28, 28, 1), filters=32, num_layers=3,
-                 latent_units=256, latent_channels=3, name="decoder", **kwargs):
+                 latent_units=256, latent_channels=3, gated=False, name="decoder", **kwargs):
         check_latent_dim(latent_dim)
         output_shape = _shape(output_shape, "output_shape")
         if len(output_shape) != 3 or output_shape[-1] != 1:
             raise ValueError("PixelCNNDecoder models one-channel images shaped (H, W, 1), got "
                              f"output_shape={output_shape}; use conv_decoder for other data.")
         height, width, _ = output_shape
-        x = keras.Input(output_shape, name="x")
-        h = layers.Activation("relu", name="relu_a")(
-            MaskedConv2D(filters, 7, "A", name="masked_conv_a")(x))
-        for i in range(num_layers):
-            step = MaskedConv2D(filters, 3, "B", name=f"masked_conv_b{i}")(h)
-            h = layers.Add(name=f"residual_{i}")([h, layers.Activation("relu")(step)])
+        gated = bool(gated)
+        x = keras.Input((None, None, 1), name="x")  # any window of rows and columns (drawing)
+        if gated:
+            h = GatedActivation(name="gate_a")(
+                MaskedConv2D(2 * filters, 7, "A", name="masked_conv_a")(x))
+            for i in range(num_layers):
+                step = GatedActivation(name=f"gate_b{i}")(
+                    MaskedConv2D(2 * filters, 3, "B", name=f"masked_conv_b{i}")(h))
+                step = layers.Conv2D(filters, 1, name=f"gate_proj_{i}")(step)
+                h = layers.Add(name=f"residual_{i}")([h, step])
+        else:
+            h = layers.Activation("relu", name="relu_a")(
+                MaskedConv2D(filters, 7, "A", name="masked_conv_a")(x))
+            for i in range(num_layers):
+                step = MaskedConv2D(filters, 3, "B", name=f"masked_conv_b{i}")(h)
+                h = layers.Add(name=f"residual_{i}")([h, layers.Activation("relu")(step)])
         context_net = keras.Model(x, h, name="context_net")
 
         z = keras.Input((latent_dim,), name="z")
@@ -193,8 +212,8 @@ class PixelCNNDecoder(keras.Model):
         g = layers.Conv2D(filters, 1, name="project")(g)
         latent_net = keras.Model(z, g, name="latent_net")
 
-        latent_in = keras.Input((height, width, filters), name="latent_features")
-        context_in = keras.Input((height, width, filters), name="context")
+        latent_in = keras.Input((None, None, filters), name="latent_features")
+        context_in = keras.Input((None, None, filters), name="context")
         f = layers.Activation("relu")(layers.Add(name="fuse")([latent_in, context_in]))
         f = layers.Conv2D(filters, 1, activation="relu", name="mix")(f)
         logits = layers.Conv2D(1, 1, name="x_params")(f)
@@ -208,6 +227,9 @@ class PixelCNNDecoder(keras.Model):
         self.latent_dim, self.output_shape_ = latent_dim, output_shape
         self.filters, self.num_layers = filters, num_layers
         self.latent_units, self.latent_channels = latent_units, latent_channels
+        self.gated = gated
+        # Rows above pixel i that logit i reads: 3 for the 7x7 mask "A", 1 per 3x3 mask "B".
+        self.receptive_rows = 3 + num_layers
 
     def context(self, x, training=False):
         """The context features of images x (B, H, W, 1), shared by every z."""
@@ -221,7 +243,8 @@ class PixelCNNDecoder(keras.Model):
         return {"latent_dim": self.latent_dim, "output_shape": list(self.output_shape_),
                 "filters": self.filters, "num_layers": self.num_layers,
                 "latent_units": self.latent_units, "latent_channels": self.latent_channels,
-                "name": self.name, "trainable": self.trainable}
+                "name": self.name, "trainable": self.trainable,
+                **({"gated": True} if self.gated else {})}
 
 
 def decode_samples(decoder, z, x, training=False):

@@ -19,7 +19,7 @@ LAYERS = (
     ("keras_vae.distributions", "keras_vae.likelihoods"),
     ("keras_vae.layers",),
     ("keras_vae.networks", "keras_vae.scaling"),
-    ("keras_vae.evaluation", "keras_vae.diagnostics"),
+    ("keras_vae.evaluation", "keras_vae.diagnostics", "keras_vae.drawing"),
     ("keras_vae.callbacks",),  # plain Keras callbacks: they read the model's attributes only
     ("keras_vae.model",),
     ("keras_vae.hierarchical",),  # the two-stochastic-layer VAE, a subclass of model.VAE
