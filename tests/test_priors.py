@@ -258,3 +258,34 @@ def test_bad_prior_options_are_refused():
         kv.VAE.mlp((10,), latent_dim=2, free_bits=-1.0)
     with pytest.raises(ValueError, match="objective='elbo'"):
         kv.VAE.mlp((10,), latent_dim=2, free_bits=0.1, objective="iwae")
+
+
+# ----------------------------------------------------------------------------- recipe and CLI
+def test_cli_and_recipe_carry_the_prior_to_the_model():
+    from keras_vae import priors as owner
+    from keras_vae.training import build_model, check_config
+    from keras_vae.training.recipe import Recipe
+    from keras_vae_cli import build_parser
+    from keras_vae_cli import constants
+
+    assert constants.PRIORS == owner.PRIORS
+    args = build_parser().parse_args(["train", "--prior", "vamp", "--prior-components", "7",
+                                      "--free-bits", "0.1", "--latent-dim", "3"])
+    assert (args.prior, args.prior_components, args.free_bits) == ("vamp", 7, 0.1)
+    recipe = Recipe(prior=args.prior, prior_components=args.prior_components,
+                    free_bits=args.free_bits, latent_dim=3, input_shape=[12])
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    vae = build_model(recipe, compile=False)
+    assert (vae.prior, vae.prior_components, vae.free_bits) == ("vamp", 7, 0.1)
+    assert tuple(vae.prior_layer.pseudo_inputs.shape) == (7, 12)
+    # a run written before the option existed reads as the standard prior
+    old = {k: v for k, v in recipe.to_dict().items()
+           if k not in ("prior", "prior_components", "free_bits")}
+    assert build_model(old, compile=False).prior == "standard"
+    for bad, message in (({"prior": "gmm"}, "Unknown --prior"),
+                         ({"prior_components": 3}, "--prior-components applies"),
+                         ({"prior": "mog", "free_bits": -1.0}, "--free-bits must be"),
+                         ({"prior": "vamp", "posterior": "full"}, "--posterior diagonal")):
+        with pytest.raises(ValueError, match=message):
+            check_config(recipe.replace(**{"prior": "standard", "prior_components": None,
+                                           **bad}).to_dict())
