@@ -12,6 +12,7 @@
 - Saving and loading keep the prior's weights and density.
 """
 
+import json
 import math
 import os
 
@@ -289,3 +290,86 @@ def test_cli_and_recipe_carry_the_prior_to_the_model():
         with pytest.raises(ValueError, match=message):
             check_config(recipe.replace(**{"prior": "standard", "prior_components": None,
                                            **bad}).to_dict())
+
+
+# ----------------------------------------------------------------------------- export, runtime
+def test_vamp_prior_exports_as_the_mixture_of_its_pseudo_inputs_posteriors():
+    from keras_vae.exporting.contract import model_contract, prior_entry
+
+    keras.utils.set_random_seed(0)
+    vae = kv.VAE.mlp((10,), latent_dim=3, hidden_units=(8,), prior="vamp", prior_components=4)
+    vae.set_pseudo_inputs((np.random.default_rng(0).uniform(size=(9, 10)) < 0.5)
+                          .astype("float32"), seed=0)
+    entry = prior_entry(vae)
+    z_mean, z_log_var = vae.encode(np.asarray(vae.prior_layer.pseudo_inputs))
+    assert entry["kind"] == "vamp" and entry["components"] == 4
+    np.testing.assert_allclose(entry["weights"], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(entry["means"], z_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(entry["log_vars"], z_log_var, rtol=1e-5, atol=1e-6)
+    assert "mixture of 4" in model_contract(vae)["prior"]
+    standard = kv.VAE.mlp((10,), latent_dim=3, hidden_units=(8,))
+    assert prior_entry(standard) is None
+    assert model_contract(standard)["prior"] == "p(z) = N(0, I) over the 3 latents"
+
+
+@pytest.fixture(scope="module")
+def mog_bundle(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    keras.utils.set_random_seed(0)
+    vae = kv.VAE.mlp((10,), latent_dim=2, hidden_units=(8,), prior="mog", prior_components=3)
+    vae.prior_layer.logits.assign(np.log([0.2, 0.5, 0.3]).astype("float32"))
+    vae.prior_layer.means.assign(np.array([[-6.0, 0.0], [0.0, 5.0], [6.0, -2.0]], "float32"))
+    vae.prior_layer.log_vars.assign(np.log([[0.5, 1.0], [1.0, 0.2], [2.0, 0.5]])
+                                    .astype("float32"))
+    folder = tmp_path_factory.mktemp("mog") / "bundle"
+    kv.export(vae, folder, formats=("onnx",))
+    return vae, folder
+
+
+def test_runtime_draws_follow_the_stored_mixture(mog_bundle):
+    from keras_vae_runtime.runtime import ExportedVAE
+
+    vae, folder = mog_bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    mixture = vae.prior_mixture()
+    for key in ("weights", "means", "log_vars"):
+        np.testing.assert_allclose(manifest["prior"][key], mixture[key], rtol=1e-6)
+    runtime = ExportedVAE(folder)
+    z_points = np.random.default_rng(3).normal(size=(50, 2)) * 4
+    np.testing.assert_allclose(runtime.prior_log_density(z_points),
+                               ops.convert_to_numpy(vae.prior_log_density(
+                                   z_points.astype("float32"))), atol=1e-4)
+    n = 20000
+    x_mean, z = runtime.sample(n, seed=0)
+    assert x_mean.shape == (n, 10)
+    means, log_vars, weights = (np.asarray(manifest["prior"][k])
+                                for k in ("means", "log_vars", "weights"))
+    comp = np.argmin(((z[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    freq = np.bincount(comp, minlength=3) / n
+    np.testing.assert_array_less(np.abs(freq - weights), 4 * np.sqrt(weights * (1 - weights) / n))
+    for c in range(3):
+        zc = z[comp == c]
+        np.testing.assert_array_less(np.abs(zc.mean(0) - means[c]),
+                                     4 * np.sqrt(np.exp(log_vars[c]) / len(zc)))
+        np.testing.assert_allclose(zc.var(0), np.exp(log_vars[c]), rtol=0.1)
+    np.testing.assert_allclose(runtime.decode(z[:5]), vae.decode(z[:5]), atol=1e-5)
+
+
+def test_runtime_score_uses_the_mixture_kl(mog_bundle):
+    from keras_vae_runtime.runtime import ExportedVAE
+
+    vae, folder = mog_bundle
+    runtime = ExportedVAE(folder)
+    x = (np.random.default_rng(0).uniform(size=(16, 10)) < 0.4).astype("float32")
+    samples = 400
+    score = runtime.anomaly_score(x, samples=samples, seed=0)
+    # the same draws in NumPy: -mean_l [ln p(x|z_l) + ln p(z_l) - ln q(z_l|x)]
+    z_mean, z_log_var = vae.encode(x)
+    eps = np.random.default_rng(0).standard_normal((samples,) + z_mean.shape)
+    z = z_mean + np.exp(0.5 * z_log_var) * eps
+    log_q = stats.norm.logpdf(z, z_mean, np.exp(0.5 * z_log_var)).sum(-1)
+    mix = vae.prior_mixture()
+    log_p = numpy_mixture_log_density(z, np.log(mix["weights"]), mix["means"], mix["log_vars"])
+    probs = vae.decode(z.reshape(-1, 2).astype("float32")).reshape(z.shape[:2] + (10,))
+    log_lik = (x * np.log(probs) + (1 - x) * np.log1p(-probs)).sum(-1)
+    np.testing.assert_allclose(score, -(log_lik + log_p - log_q).mean(0), rtol=1e-4, atol=1e-3)
