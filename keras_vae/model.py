@@ -129,7 +129,8 @@ class _NonFiniteGuard(StopOnNaN):
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
-    """Variational autoencoder with a Gaussian posterior q(z|x) and the prior p(z) = N(0, I).
+    """Variational autoencoder with a Gaussian posterior q(z|x) and the prior p(z) = N(0, I)
+    or a learned one (`prior`: the VampPrior or a mixture of Gaussians, `keras_vae.priors`).
 
     Args:
         encoder: `keras.Model` mapping x (B, *input_shape) to `[z_mean, z_log_var]` (both (B, K))
@@ -177,8 +178,9 @@ class VAE(keras.Model):
         free_bits: lambda >= 0, the free-bits floor of Kingma et al. (2016) in nats per
             latent dimension, `objective="elbo"` only. The training loss's KL term becomes
             sum_j max(lambda, mean over the batch of KL_j): per latent dimension j for the
-            standard prior (its closed-form KL splits over dimensions); for a learned prior,
-            whose KL estimate does not, one group, max(K * lambda, mean KL). Only the loss
+            standard prior with the diagonal posterior (its closed-form KL splits over
+            dimensions); otherwise (a learned prior's KL estimate, a full posterior's KL do
+            not split) one group, max(K * lambda, mean KL). Only the loss
             changes: the reported `kl` and `neg_elbo` stay the true KL and -ELBO.
     """
 
