@@ -373,3 +373,32 @@ def test_runtime_score_uses_the_mixture_kl(mog_bundle):
     probs = vae.decode(z.reshape(-1, 2).astype("float32")).reshape(z.shape[:2] + (10,))
     log_lik = (x * np.log(probs) + (1 - x) * np.log1p(-probs)).sum(-1)
     np.testing.assert_allclose(score, -(log_lik + log_p - log_q).mean(0), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("builder", ["conv", "pixel_cnn"])
+def test_image_architectures_take_a_vamp_prior(builder):
+    keras.utils.set_random_seed(0)
+    small = dict(filters=(4,), dense_units=8)
+    if builder == "pixel_cnn":
+        small.update(pixel_filters=4, pixel_layers=1, latent_units=8, latent_channels=1)
+    vae = getattr(kv.VAE, builder)((6, 6, 1), latent_dim=2, prior="vamp", prior_components=3,
+                                   **small)
+    assert tuple(vae.prior_layer.pseudo_inputs.shape) == (3, 6, 6, 1)
+    x = (np.random.default_rng(0).uniform(size=(5, 6, 6, 1)) < 0.5).astype("float32")
+    vae.set_pseudo_inputs(x, seed=0)
+    z_mean, z_log_var = vae.encode(np.asarray(vae.prior_layer.pseudo_inputs))
+    mix = vae.prior_mixture()
+    np.testing.assert_allclose(mix["means"], z_mean, atol=1e-6)
+    np.testing.assert_allclose(mix["log_vars"], z_log_var, atol=1e-6)
+    out = vae(x)  # the reported KL is ln q(z|x) - ln p(z) at the drawn z: finite, and the
+    kl = ops.convert_to_numpy(out["kl"])  # mean over many draws is >= 0 (a KL)
+    assert kl.shape == (5,) and np.all(np.isfinite(kl))
+    qm, qv = vae.encode(x)
+    draws = qm + np.exp(0.5 * qv) * np.random.default_rng(1).normal(size=(3000,) + qm.shape)
+    est = ops.convert_to_numpy(vae.kl_estimate(ops.convert_to_tensor(draws.astype("float32")),
+                                               qm, qv))
+    want = (stats.norm.logpdf(draws, qm, np.exp(0.5 * qv)).sum(-1)
+            - numpy_mixture_log_density(draws, np.log(mix["weights"]), mix["means"],
+                                        mix["log_vars"])).mean(0)
+    np.testing.assert_allclose(est, want, atol=1e-3)
+    assert np.all(est > -1e-3)
