@@ -233,8 +233,9 @@ def elbo(vae, x, num_samples=1, batch_size=None, seed=None, chunk_size=None,
     """Per-example evidence lower bound and its two terms (THEORY eqs [2]-[7]).
 
     The reconstruction term -E_q[ln p(x|z)] is a Monte Carlo average over `num_samples` draws
-    z ~ q(z|x) (eq [7]); the KL term is the closed form (eq [27]). beta is ignored: this is the
-    ELBO itself, whatever the training weight.
+    z ~ q(z|x) (eq [7]); the KL term is the closed form (eq [27]), or for a learned prior
+    (`VAE(prior="vamp" | "mog")`) the Monte Carlo mean of ln q(z|x) - ln p(z) over the last
+    chunk's draws. beta is ignored: this is the ELBO itself, whatever the training weight.
 
     Args:
         vae: a `keras_vae.VAE`.

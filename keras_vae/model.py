@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vae import compat, distributions, drawing, evaluation, likelihoods, networks
+from keras_vae import compat, distributions, drawing, evaluation, likelihoods, networks, priors
 from keras_vae.callbacks.stop_on_nan import StopOnNaN
 from keras_vae.layers import Sampling
 from keras_vae.networks import decode_samples
@@ -129,7 +129,8 @@ class _NonFiniteGuard(StopOnNaN):
 
 @keras.saving.register_keras_serializable(package="keras_vae")
 class VAE(keras.Model):
-    """Variational autoencoder with a Gaussian posterior q(z|x) and the prior p(z) = N(0, I).
+    """Variational autoencoder with a Gaussian posterior q(z|x) and the prior p(z) = N(0, I)
+    or a learned one (`prior`: the VampPrior or a mixture of Gaussians, `keras_vae.priors`).
 
     Args:
         encoder: `keras.Model` mapping x (B, *input_shape) to `[z_mean, z_log_var]` (both (B, K))
@@ -165,11 +166,28 @@ class VAE(keras.Model):
         decoder_variance: Gaussian likelihood only: "learned" (a trainable per-feature
             log-variance) or a positive float (a fixed variance for every feature).
         seed: seed of the sampling noise.
+        prior: p(z): "standard" (N(0, I), closed-form KL), "vamp" (the VampPrior of Tomczak &
+            Welling 2018: the mixture of the encoder's posteriors at `prior_components`
+            trainable pseudo-inputs; diagonal posterior only) or "mog" (a trainable mixture
+            of `prior_components` diagonal Gaussians); see `keras_vae.priors`. A learned
+            prior has no closed-form KL: training and the `kl` metric use the Monte Carlo
+            estimate ln q(z|x) - ln p(z) at the posterior samples z (unbiased), and the
+            importance-weighted bounds use ln p(z) itself.
+        prior_components: C, the mixture's components (None: 500 for "vamp", the paper's,
+            10 for "mog").
+        free_bits: lambda >= 0, the free-bits floor of Kingma et al. (2016) in nats per
+            latent dimension, `objective="elbo"` only. The training loss's KL term becomes
+            sum_j max(lambda, mean over the batch of KL_j): per latent dimension j for the
+            standard prior with the diagonal posterior (its closed-form KL splits over
+            dimensions); otherwise (a learned prior's KL estimate, a full posterior's KL do
+            not split) one group, max(K * lambda, mean KL). Only the loss
+            changes: the reported `kl` and `neg_elbo` stay the true KL and -ELBO.
     """
 
     def __init__(self, encoder, decoder, latent_dim=None, likelihood="bernoulli",
                  posterior="diagonal", num_samples=1, beta=1.0, decoder_variance="learned",
-                 seed=None, objective="elbo", **kwargs):
+                 seed=None, objective="elbo", prior="standard", prior_components=None,
+                 free_bits=0.0, **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Unknown likelihood {likelihood!r}: expected one of {LIKELIHOODS} "
@@ -186,6 +204,14 @@ class VAE(keras.Model):
                              f"got {num_samples!r}.")
         if not float(beta) >= 0.0:
             raise ValueError(f"beta must be a number >= 0 (the KL weight), got {beta!r}.")
+        components = priors.check_prior(prior, prior_components, posterior)
+        if isinstance(free_bits, bool) or not isinstance(free_bits, (int, float)) \
+                or not float(free_bits) >= 0.0 or not math.isfinite(float(free_bits)):
+            raise ValueError(f"free_bits must be a number >= 0 (nats per latent dimension), "
+                             f"got {free_bits!r}.")
+        if free_bits and objective != "elbo":
+            raise ValueError("free_bits floors the ELBO's KL term: use objective='elbo', or "
+                             "free_bits=0 with the importance-weighted objectives.")
         if likelihood == "gaussian" and decoder_variance != "learned":
             if isinstance(decoder_variance, str) or not float(decoder_variance) > 0:
                 raise ValueError("decoder_variance must be 'learned' or a positive float, got "
@@ -237,6 +263,9 @@ class VAE(keras.Model):
         self.beta_target = float(beta)
         self.decoder_variance = decoder_variance
         self.seed = seed
+        self.prior = prior
+        self.prior_components = components
+        self.free_bits = float(free_bits)
         # Sampling, the KL and the likelihood run in float32 even under a mixed-precision
         # policy: only the encoder and decoder networks compute in float16/bfloat16.
         self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")
@@ -245,6 +274,9 @@ class VAE(keras.Model):
         if likelihood == "gaussian" and decoder_variance == "learned":
             self.decoder_log_var = self.add_weight(shape=self.input_shape_, initializer="zeros",
                                                    name="decoder_log_var", dtype="float32")
+        if prior != "standard":
+            self.prior_layer = priors.make_prior(prior, components, latent_dim,
+                                                 self.input_shape_, likelihood, seed)
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
@@ -349,9 +381,69 @@ class VAE(keras.Model):
             return distributions.diagonal_gaussian_log_density(z, z_mean, z_scale)
         return distributions.tril_gaussian_log_density(z, z_mean, z_scale)
 
-    def prior_log_density(self, z):
-        """ln p(z) for points z (..., K); returns (...,). The standard normal prior here."""
-        return distributions.standard_normal_log_density(z)
+    def prior_log_density(self, z, mixture=None):
+        """ln p(z) for points z (..., K); returns (...,): the standard normal, or the learned
+        mixture (`mixture`: `prior_parameters()`'s output, computed here when None)."""
+        if self.prior == "standard":
+            return distributions.standard_normal_log_density(z)
+        if mixture is None:
+            mixture = self.prior_parameters()
+        return priors.mixture_log_density(z, *mixture)
+
+    def prior_parameters(self):
+        """A learned prior as the mixture it is, (logits (C,), means (C, K), log_vars (C, K))
+        as float32 tensors (the VampPrior's: the encoder's posteriors at its pseudo-inputs);
+        None for the standard prior."""
+        if self.prior == "standard":
+            return None
+        return self.prior_layer.mixture(self.encoder)
+
+    def prior_mixture(self):
+        """p(z) as a mixture of diagonal Gaussians in NumPy: {"weights" (C,), "means" (C, K),
+        "log_vars" (C, K)}; the standard prior is the one component N(0, I)."""
+        if self.prior == "standard":
+            k = self.latent_dim
+            return {"weights": np.ones(1), "means": np.zeros((1, k)),
+                    "log_vars": np.zeros((1, k))}
+        logits, means, log_vars = (np.asarray(ops.convert_to_numpy(a), dtype=np.float64)
+                                   for a in self.prior_parameters())
+        weights = np.exp(logits - logits.max())
+        return {"weights": weights / weights.sum(), "means": means, "log_vars": log_vars}
+
+    def set_pseudo_inputs(self, x, seed=None):
+        """prior="vamp": puts C examples of x (drawn without replacement with NumPy's
+        default_rng(seed); all of x, repeated, when it has fewer than C) at the pseudo-inputs,
+        instead of their random start."""
+        if self.prior != "vamp":
+            raise ValueError(f"set_pseudo_inputs applies to prior='vamp'; this VAE's prior is "
+                             f"{self.prior!r}.")
+        x = np.asarray(x, dtype="float32")
+        self.check_data(x, "x")
+        c = self.prior_components
+        rng = np.random.default_rng(seed)
+        index = (rng.choice(len(x), c, replace=False) if len(x) >= c
+                 else np.resize(rng.permutation(len(x)), c))
+        self.prior_layer.pseudo_inputs.assign(x[index])
+
+    def kl_estimate(self, z, z_mean, z_scale, mixture=None):
+        """KL(q(z|x) || p(z)) per example (B,): the closed form for the standard prior, else
+        the Monte Carlo estimate mean_l [ln q(z_l|x) - ln p(z_l)] over the samples z (B, K) or
+        (L, B, K) (unbiased; one sample is the single-sample estimate)."""
+        if self.prior == "standard":
+            return self.kl(z_mean, z_scale)
+        log_ratio = (self.posterior_log_density(z, z_mean, z_scale)
+                     - self.prior_log_density(z, mixture))
+        return log_ratio if len(z.shape) == 2 else ops.mean(log_ratio, axis=0)
+
+    def _kl_loss(self, kl, z_mean, z_scale):
+        """The training loss's KL term (a scalar, before beta): mean KL, or with free bits
+        sum_j max(lambda, batch-mean KL_j) (see the class docstring)."""
+        if not self.free_bits:
+            return ops.mean(kl)
+        if self.prior == "standard" and self.posterior == "diagonal":
+            return priors.free_bits_kl(priors.standard_normal_kl_per_dim(z_mean, z_scale),
+                                       self.free_bits)
+        return priors.free_bits_kl(ops.expand_dims(kl, -1), self.free_bits * self.latent_dim)
 
     def importance_log_weights(self, x, num_samples, seed=None):
         """The importance log-weights of S = `num_samples` posterior samples per example, the
@@ -362,7 +454,8 @@ class VAE(keras.Model):
         with no beta and no training-time noise handling: this is the evaluation path
         (`keras_vae.evaluation`). `seed` is a `keras.random` seed (a SeedGenerator inside
         compiled code). Returns (log_w (S, B), log_lik (S, B) = ln p(x|z_s),
-        kl (B,) = KL(q(z|x) || p(z)), closed form for the standard prior).
+        kl (B,) = KL(q(z|x) || p(z)): closed form for the standard prior, for a learned one
+        the mean of ln q(z_s|x) - ln p(z_s) over these S samples).
         """
         z_mean, z_scale = self.encoder(x, training=False)
         eps = keras.random.normal((num_samples,) + tuple(ops.shape(z_mean)),
@@ -378,8 +471,11 @@ class VAE(keras.Model):
         params = decode_samples(self.decoder, z, x)
         params = ops.reshape(params, (num_samples, -1) + tuple(self.params_shape))
         log_lik = self.log_likelihood_given(x, params)                         # (S, B)
-        log_w = log_lik + self.prior_log_density(z) - log_q
-        return log_w, log_lik, self.kl(z_mean, z_scale)
+        log_p = self.prior_log_density(z)
+        log_w = log_lik + log_p - log_q
+        if self.prior == "standard":
+            return log_w, log_lik, self.kl(z_mean, z_scale)
+        return log_w, log_lik, ops.mean(log_q - log_p, axis=0)
 
     def call(self, x, training=False):
         """Returns a dict of per-example tensors and adds -ELBO's two terms with add_loss (for
@@ -406,22 +502,26 @@ class VAE(keras.Model):
             log_lik = ops.mean(log_lik_samples, axis=0)  # eq [7]
             x_mean = ops.mean(self.mean_from_params(params), axis=0)
         reconstruction = -log_lik
-        kl = self.kl(z_mean, z_scale)
+        mixture = self.prior_parameters()  # None for the standard prior
+        kl = self.kl_estimate(z, z_mean, z_scale, mixture)
         if self.objective == "elbo":
             self.add_loss(ops.mean(reconstruction))
-            self.add_loss(self.beta * ops.mean(kl))
+            self.add_loss(self.beta * self._kl_loss(kl, z_mean, z_scale))
         else:  # ln (1/k) sum_i w_i, w_i = p(x|z_i) p(z_i) / q(z_i|x), computed in log space
             dreg = self.objective == "iwae_dreg"
             # DReG holds q's parameters fixed inside ln q: only z carries the encoder's gradient
             q_mean, q_scale = ((ops.stop_gradient(z_mean), ops.stop_gradient(z_scale)) if dreg
                                else (z_mean, z_scale))
             log_w = log_lik_samples + self.beta * (
-                self.prior_log_density(z)
+                self.prior_log_density(z, mixture)
                 - self.posterior_log_density(z, q_mean, q_scale))  # (L, B)
             log_sum = ops.logsumexp(log_w, axis=0)
             bound = log_sum - math.log(num_samples)
             if dreg:
-                bound = self._with_dreg_gradient(bound, log_w, log_sum, x, z, training)
+                prior_fixed_z = (None if mixture is None else
+                                 self.prior_log_density(ops.stop_gradient(z), mixture))
+                bound = self._with_dreg_gradient(bound, log_w, log_sum, x, z, training,
+                                                 prior_fixed_z)
             self.add_loss(-ops.mean(bound))
         return {"x_mean": x_mean, "z_mean": z_mean, "reconstruction": reconstruction, "kl": kl}
 
@@ -431,7 +531,7 @@ class VAE(keras.Model):
         params = decode_samples(self.decoder, z, x, training)
         return ops.reshape(ops.cast(params, "float32"), (ops.shape(z)[0], -1) + self.params_shape)
 
-    def _with_dreg_gradient(self, bound, log_w, log_sum, x, z, training):
+    def _with_dreg_gradient(self, bound, log_w, log_sum, x, z, training, prior_fixed_z=None):
         """The IWAE bound per example (B,), its value kept, with the doubly reparameterized
         gradient. `log_w` (L, B) must hold q's parameters fixed inside ln q.
 
@@ -443,15 +543,20 @@ class VAE(keras.Model):
         Tucker et al. 2018 do for beta = 1). So the encoder gets sum_i c_i (d ln w_i/d z_i)
         (d z_i/d phi), c_i = (1 - beta) v_i + beta v_i^2: only the path through z, with q's
         parameters held fixed inside ln q. A decoder pass at z held fixed gives the decoder
-        the rest of its weight, v_i - c_i.
+        the rest of its weight, v_i - c_i. A learned prior's own parameters (the mixture's,
+        or the encoder's through the VampPrior's pseudo-inputs) enter ln p(z_i) directly,
+        outside the score term, so they get the plain weight v_i the same way:
+        `prior_fixed_z` (L, B) is ln p(z_i) at z held fixed.
         """
         stop = ops.stop_gradient
         weights = stop(ops.exp(log_w - log_sum))
         coefficients = (1.0 - self.beta) * weights + self.beta * ops.square(weights)
         log_lik_fixed_z = self.log_likelihood_given(  # decoder weights only
             x, self._decode_samples(stop(z), x, training))
-        surrogate = ops.sum(coefficients * log_w + (weights - coefficients) * log_lik_fixed_z,
-                            axis=0)
+        rest = log_lik_fixed_z
+        if prior_fixed_z is not None:
+            rest = rest + self.beta * prior_fixed_z
+        surrogate = ops.sum(coefficients * log_w + (weights - coefficients) * rest, axis=0)
         return stop(bound) + surrogate - stop(surrogate)
 
     def compile(self, *args, steps_per_execution=None, jit_compile="auto", **kwargs):
@@ -659,15 +764,23 @@ class VAE(keras.Model):
         return self._run_batched(fn, z, batch_size)[0]
 
     def sample(self, n, seed=None):
-        """Draws n points z ~ N(0, I) from the prior and returns E[x|z], shape (n, *input_shape)
+        """Draws n points z ~ p(z) from the prior (N(0, I), or the learned mixture: a
+        component, then a Gaussian draw) and returns E[x|z], shape (n, *input_shape)
         (an autoregressive decoder: a draw x ~ p(x|z), see `decode`). n = 0 gives an empty
         array of that shape; n must be a whole number >= 0."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a whole number >= 0 (how many samples), got {n!r}.")
         if n == 0:
             return np.zeros((0,) + self.input_shape_, dtype="float32")
-        z = keras.random.normal((int(n), self.latent_dim), seed=seed)
-        return self.decode(ops.convert_to_numpy(z), seed=seed)
+        return self.decode(self.sample_prior(n, seed), seed=seed)
+
+    def sample_prior(self, n, seed=None):
+        """n draws z ~ p(z) as a NumPy array (n, K)."""
+        if self.prior == "standard":
+            z = keras.random.normal((int(n), self.latent_dim), seed=seed)
+        else:
+            z = priors.sample_mixture(int(n), *self.prior_parameters(), seed=seed)
+        return np.asarray(ops.convert_to_numpy(z), dtype="float32")
 
     def reconstruct(self, x, seed=None):
         """E[x|z] at the posterior mean z = mu(x): a deterministic reconstruction of x (an
@@ -709,6 +822,9 @@ class VAE(keras.Model):
             "decoder_variance": self.decoder_variance,
             "seed": self.seed,
             "objective": self.objective,
+            "prior": self.prior,
+            "prior_components": self.prior_components,
+            "free_bits": self.free_bits,
         }
 
     @classmethod

@@ -6,6 +6,7 @@ MODELS = ("kingma-welling", "mlp", "conv", "pixel-cnn")  # keras_vae.training.re
 DEFAULT_HIDDEN = {"kingma-welling": (500,), "mlp": (512, 256), "conv": (32, 64),
                   "pixel-cnn": (32, 64)}  # keras_vae.training.recipe.DEFAULT_HIDDEN
 OBJECTIVES = ("elbo", "iwae", "iwae_dreg")  # keras_vae.model.OBJECTIVES
+PRIORS = ("standard", "vamp", "mog")  # keras_vae.priors.PRIORS
 DATASET_NAMES = (  # keras_vae.datasets.known_names()
     "digits", "mnist", "fashion_mnist", "binarized_mnist", "emnist", "emnist/balanced",
     "emnist/byclass", "emnist/bymerge", "emnist/digits", "emnist/letters", "emnist/mnist")

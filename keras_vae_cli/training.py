@@ -10,6 +10,7 @@ from keras_vae_cli.constants import (
     MIXED_PRECISION,
     MODELS,
     OBJECTIVES,
+    PRIORS,
     SPLITS,
     STRATEGIES,
     TABLE_LIKELIHOODS,
@@ -69,6 +70,15 @@ def add_commands(subparsers):
                         "with k = --num-samples; iwae_dreg: that bound with doubly "
                         "reparameterized encoder gradients (Tucker et al.)")
     p.add_argument("--posterior", choices=("diagonal", "full"), default="diagonal")
+    p.add_argument("--prior", choices=PRIORS, default="standard",
+                   help="p(z): standard N(0, I); vamp: the VampPrior (Tomczak & Welling), a "
+                        "mixture of the posteriors of learned pseudo-inputs; mog: a learned "
+                        "mixture of Gaussians")
+    p.add_argument("--prior-components", type=int, default=None, metavar="C",
+                   help="components of a vamp or mog prior (default: vamp 500, mog 10)")
+    p.add_argument("--free-bits", type=float, default=0.0, metavar="NATS",
+                   help="free bits: floor each latent dimension's batch-mean KL at NATS in "
+                        "the training loss (a learned prior: the whole KL at K * NATS)")
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian") + TABLE_LIKELIHOODS,
                    default=None,
                    help="bernoulli or gaussian for images (default bernoulli); student_t "

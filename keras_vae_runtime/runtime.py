@@ -31,6 +31,14 @@ with the KL in closed form (eq [27]) and the expectation estimated either
 ln p(x|z) is computed from the decoder's `x_logits` (Bernoulli, never clipped probabilities)
 or from `x_mean` and `x_log_var` (Gaussian).
 
+Learned priors ("vamp", "mog"): manifest.json's "prior" holds p(z) as a mixture of diagonal
+Gaussians, {"weights" (C,), "means" (C, K), "log_vars" (C, K)}; a bundle without it has the
+standard prior N(0, I). `sample` then draws a component c ~ Categorical(weights) and
+z = means[c] + exp(log_vars[c] / 2) * eps (`rng.choice` for the n components, then
+`rng.standard_normal((n, K))` for eps), and the KL of the score has no closed form: it is the
+Monte Carlo mean of ln q(z|x) - ln p(z) over the score's L draws (`samples=L`), or over
+`KL_DRAWS` draws from `default_rng(seed)` with `samples=0`.
+
 Autoregressive decoders (the PixelVAE): the decoder graph maps (z, x) to the logits of
 p(x_i = 1 | x_<i, z), so ln p(x|z) is exact in one pass, and drawing x ~ p(x|z) takes H * W
 passes in raster order: pixel i is set to 1 when u_i < sigmoid(logit_i), u from
@@ -57,6 +65,7 @@ except ImportError:  # pragma: no cover - explained at run time
 PRECISION_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
 LOG_2PI = math.log(2.0 * math.pi)
 MANIFEST = "manifest.json"
+KL_DRAWS = 64  # draws of the KL estimate of a mixture prior's score with samples=0
 
 
 class RuntimeInputError(ValueError):
@@ -107,7 +116,9 @@ class ExportedVAE:
             self.posterior = meta["posterior"]
             self.model_name = meta.get("model_name", "")
             self.autoregressive = bool(meta.get("autoregressive", False))
+            self.prior = self._parse_prior(meta.get("prior"))
         else:
+            self.prior = None
             meta = self._session("decoder").get_modelmeta().custom_metadata_map
             try:
                 self.latent_dim = int(meta["latent_dim"])
@@ -160,6 +171,55 @@ class ExportedVAE:
                 _fail(f"{path} is malformed: an artifact lacks its files' paths and sha256; "
                       "copy it again from the export.")
         return manifest
+
+    def _parse_prior(self, prior):
+        """manifest["prior"] as NumPy arrays (None: the standard prior), checked."""
+        if prior is None:
+            return None
+        try:
+            weights = np.asarray(prior["weights"], dtype="float64")
+            means = np.asarray(prior["means"], dtype="float64")
+            log_vars = np.asarray(prior["log_vars"], dtype="float64")
+        except (TypeError, KeyError, ValueError):
+            weights = means = log_vars = np.zeros(0)
+        c = len(weights)
+        if (weights.ndim != 1 or c < 1 or means.shape != (c, self.latent_dim)
+                or log_vars.shape != (c, self.latent_dim) or np.any(weights < 0)
+                or abs(weights.sum() - 1.0) > 1e-6 or not np.all(np.isfinite(means))
+                or not np.all(np.isfinite(log_vars))):
+            _fail(f"{self.folder / MANIFEST} is malformed: 'prior' must hold weights (C,) "
+                  f"summing to 1, means and log_vars (C, {self.latent_dim}), all finite; copy "
+                  "it again from the export.")
+        return {"weights": weights / weights.sum(), "means": means, "log_vars": log_vars}
+
+    def prior_log_density(self, z):
+        """ln p(z) (n,) for latent points z (..., K): N(0, I) or the stored mixture."""
+        z = np.asarray(z, dtype="float64")
+        if self.prior is None:
+            return -0.5 * np.sum(LOG_2PI + z ** 2, axis=-1)
+        means, log_vars = self.prior["means"], self.prior["log_vars"]
+        precision = np.exp(-log_vars)                                        # (C, K)
+        with np.errstate(divide="ignore"):
+            const = (np.log(self.prior["weights"])
+                     - 0.5 * np.sum(LOG_2PI + log_vars + means ** 2 * precision, axis=-1))
+        flat = z.reshape(-1, z.shape[-1])
+        out = np.empty(len(flat))
+        for start in range(0, len(flat), 4096):  # (rows, C) at a time, never (rows, C, K)
+            rows = flat[start:start + 4096]
+            comps = const - 0.5 * (rows ** 2 @ precision.T) + rows @ (means * precision).T
+            top = comps.max(axis=-1, keepdims=True)
+            out[start:start + 4096] = (top + np.log(np.exp(comps - top).sum(
+                axis=-1, keepdims=True)))[:, 0]
+        return out.reshape(z.shape[:-1])
+
+    def sample_prior(self, n, rng):
+        """n draws z (n, K) float32 from the prior with the NumPy Generator `rng`."""
+        if self.prior is None:
+            return rng.standard_normal((n, self.latent_dim)).astype("float32")
+        comp = rng.choice(len(self.prior["weights"]), size=n, p=self.prior["weights"])
+        eps = rng.standard_normal((n, self.latent_dim))
+        return (self.prior["means"][comp] + np.exp(0.5 * self.prior["log_vars"][comp]) * eps
+                ).astype("float32")
 
     def _path(self, component, precision=None):
         suffix = PRECISION_SUFFIX[precision or self.precision]
@@ -337,11 +397,12 @@ class ExportedVAE:
         return self.decode_params(z, batch_size=batch_size)["x_mean"]
 
     def sample(self, n, seed=None):
-        """E[x|z] for n draws z ~ N(0, I) (NumPy's default_rng(seed)); returns (x_mean, z).
-        An autoregressive decoder: x ~ p(x|z), drawn with the same generator after z."""
+        """E[x|z] for n draws z ~ p(z) (N(0, I), or the bundle's mixture prior; NumPy's
+        default_rng(seed)); returns (x_mean, z). An autoregressive decoder: x ~ p(x|z), drawn
+        with the same generator after z."""
         n = self._count(n, "n")
         rng = np.random.default_rng(seed)
-        z = rng.standard_normal((n, self.latent_dim)).astype("float32")
+        z = self.sample_prior(n, rng)
         if self.autoregressive:
             return self.draw(z, seed=rng), z
         return self.decode(z), z
@@ -392,21 +453,39 @@ class ExportedVAE:
         if len(x) == 0:
             return np.zeros(0)
         z_mean, z_scale = self.encode(x, batch_size)
-        kl = self.kl(z_mean, z_scale)
         context = x if self.autoregressive else None
+        if self.prior is None:
+            kl = self.kl(z_mean, z_scale)
+        else:  # no closed form: the mean of ln q(z|x) - ln p(z) over the draws
+            eps = np.random.default_rng(seed).standard_normal(
+                (samples or KL_DRAWS,) + z_mean.shape)
+            kl = np.mean(self._log_q(eps, z_scale) - self.prior_log_density(
+                self._draws(z_mean, z_scale, eps)), axis=0)
         if not samples:
             return -(self.log_likelihood(x, self.decode_params(z_mean, context, batch_size))
                      - kl)
         eps = np.random.default_rng(seed).standard_normal((samples,) + z_mean.shape)
-        if self.posterior == "diagonal":
-            z = z_mean + np.exp(0.5 * z_scale) * eps
-        else:
-            z = z_mean + np.einsum("nij,snj->sni", z_scale, eps)
+        z = self._draws(z_mean, z_scale, eps)
         log_lik = np.zeros(len(x))
         for s in range(samples):
             log_lik += self.log_likelihood(x, self.decode_params(z[s].astype("float32"),
                                                                  context, batch_size))
         return -(log_lik / samples - kl)
+
+    def _draws(self, z_mean, z_scale, eps):
+        """z = mu + Sigma^(1/2) eps for eps (S, n, K): (S, n, K)."""
+        if self.posterior == "diagonal":
+            return z_mean + np.exp(0.5 * z_scale) * eps
+        return z_mean + np.einsum("nij,snj->sni", z_scale, eps)
+
+    def _log_q(self, eps, z_scale):
+        """ln q(z|x) (S, n) at z = _draws(z_mean, z_scale, eps)."""
+        if self.posterior == "diagonal":
+            log_det = 0.5 * np.sum(z_scale.astype("float64"), axis=-1)
+        else:
+            log_det = np.sum(np.log(np.diagonal(z_scale.astype("float64"), axis1=-2,
+                                                axis2=-1)), axis=-1)
+        return -0.5 * np.sum(LOG_2PI + eps ** 2, axis=-1) - log_det
 
     # ----------------------------------------------------------------- pictures
     def image_shape(self, image_shape=None):

@@ -17,7 +17,7 @@ PACKAGE = REPO / "keras_vae"
 LAYERS = (
     ("keras_vae.version", "keras_vae.compat", "keras_vae.files"),
     ("keras_vae.distributions", "keras_vae.likelihoods"),
-    ("keras_vae.layers",),
+    ("keras_vae.layers", "keras_vae.priors"),
     ("keras_vae.networks", "keras_vae.scaling"),
     ("keras_vae.evaluation", "keras_vae.diagnostics", "keras_vae.drawing"),
     ("keras_vae.callbacks",),  # plain Keras callbacks: they read the model's attributes only

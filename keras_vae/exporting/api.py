@@ -22,7 +22,12 @@ from keras_vae.exporting.bundle import (
     runtime_source,
     source_numbers,
 )
-from keras_vae.exporting.contract import POSITIONAL_ORDER, doc_string, model_contract
+from keras_vae.exporting.contract import (
+    POSITIONAL_ORDER,
+    doc_string,
+    model_contract,
+    prior_entry,
+)
 from keras_vae.exporting.files import file_entries, move_into_place
 from keras_vae.exporting.formats import (
     AUTOREGRESSIVE_FORMATS,
@@ -299,6 +304,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             "refused": refused,
             "formats_requested": "all that meet their budgets" if lenient else "strict",
         }
+        if prior_entry(vae) is not None:  # a learned prior (standard bundles stay as they were)
+            manifest["prior"] = prior_entry(vae)
         description, numbers = source_numbers(source)
         shutil.copyfile(runtime_source(), tmp / RUNTIME_NAME)
         (tmp / CARD_NAME).write_text(card(manifest, description, numbers))

@@ -83,7 +83,9 @@ def component_contract(vae):
                          "lower-triangular Cholesky factor L of q(z|x)'s covariance, "
                          "Sigma = L L^T (positive diagonal)")
     encoder = {"inputs": [x_in], "outputs": [z_mean, second]}
-    z_in = _tensor(0, "z", [k], "latent", "a latent point (a draw from the prior N(0, I) or "
+    prior = ("N(0, I)" if getattr(vae, "prior", "standard") == "standard"
+             else "p(z), manifest.json's \"prior\"")
+    z_in = _tensor(0, "z", [k], "latent", f"a latent point (a draw from the prior {prior} or "
                                            "from q(z|x); see 'sampling')")
     if getattr(vae, "autoregressive", False):
         x_ctx = _tensor(1, "x", shape, layout,
@@ -142,21 +144,45 @@ def model_contract(vae):
             "log_p_x_given_z": "ln p(x|z) = -0.5 * sum_i [ln(2 pi) + x_log_var_i + "
                                "(x_i - x_mean_i)^2 * exp(-x_log_var_i)]",
         }
+    prior = f"p(z) = N(0, I) over the {k} latents"
+    if getattr(vae, "prior", "standard") != "standard":
+        prior = (f"p(z) = sum_c w_c N(z | m_c, diag(exp(v_c))), a mixture of "
+                 f"{vae.prior_components} diagonal Gaussians over the {k} latents (learned "
+                 f"{vae.prior!r} prior), w, m and v in manifest.json's \"prior\"; draw z by "
+                 "picking c with probability w_c, then z = m_c + exp(v_c / 2) * eps")
+        kl = ("no closed form for this prior: the Monte Carlo mean of ln q(z|x) - ln p(z) "
+              "over draws z ~ q(z|x)")
     return {
         **component_contract(vae),
         "latent_dim": k,
-        "prior": f"p(z) = N(0, I) over the {k} latents",
+        "prior": prior,
         "sampling": {"formula": sampling, "in_graphs": False,
                      "text": "every graph is deterministic: draws of z (and of x) happen "
                              "outside, in the client"},
         "likelihood": likelihood,
-        "kl": f"KL(q(z|x) || N(0, I)) in closed form: {kl}",
+        "kl": (f"KL(q(z|x) || N(0, I)) in closed form: {kl}"
+               if getattr(vae, "prior", "standard") == "standard"
+               else f"KL(q(z|x) || p(z)): {kl}"),
         "score": {"name": "-ELBO (nats per example, higher = more unusual)",
                   "formula": "-ELBO(x) = -E_q[ln p(x|z)] + KL, E_q estimated at z = z_mean "
                              "(deterministic) or averaged over L draws z (Monte Carlo, unbiased)",
                   "units": "nats"},
         "positional_order": POSITIONAL_ORDER,
     }
+
+
+def prior_entry(vae):
+    """manifest["prior"] for a learned prior: p(z) as the mixture of diagonal Gaussians it is
+    ({"kind", "components", "weights" (C,), "means" (C, K), "log_vars" (C, K)}, plain lists;
+    a VampPrior's components are the encoder's posteriors at its pseudo-inputs, computed
+    now). None for the standard prior, whose manifest has no "prior"."""
+    if getattr(vae, "prior", "standard") == "standard":
+        return None
+    mixture = vae.prior_mixture()
+    return {"kind": vae.prior, "components": int(len(mixture["weights"])),
+            "formula": "p(z) = sum_c weights[c] * N(z | means[c], diag(exp(log_vars[c])))",
+            **{key: mixture[key].astype("float32").astype(float).tolist()
+               for key in ("weights", "means", "log_vars")}}
 
 
 def doc_string(name, component, precision, contract):

@@ -20,6 +20,15 @@ def check_inputs(vae, graphs, data, seed):
     """
     rng = np.random.default_rng(seed)
     k = vae.latent_dim
+    mixture = vae.prior_mixture() if getattr(vae, "prior", "standard") != "standard" else None
+
+    def prior_draws(n):
+        """z ~ p(z): N(0, I), or a learned prior's mixture (a component, then a Gaussian)."""
+        if mixture is None:
+            return rng.standard_normal((n, k)).astype("float32")
+        comp = rng.choice(len(mixture["weights"]), size=n, p=mixture["weights"])
+        return (mixture["means"][comp] + np.exp(0.5 * mixture["log_vars"][comp])
+                * rng.standard_normal((n, k))).astype("float32")
     if data is not None:
         if hasattr(data, "element_spec") or not hasattr(data, "__len__"):
             raise ValueError("data must be an array (n, *input_shape), not a dataset or "
@@ -47,18 +56,19 @@ def check_inputs(vae, graphs, data, seed):
     else:
         # The model's own samples: x ~ p(x|z), z ~ N(0, I), what a trained model calls typical.
         def model_samples(n):
-            params = graphs.reference("decoder", rng.standard_normal((n, k)).astype("float32"))
+            params = graphs.reference("decoder", prior_draws(n))
             if vae.likelihood == "bernoulli":
                 return (rng.random(params["x_mean"].shape) < params["x_mean"]).astype("float32")
             noise = rng.standard_normal(params["x_mean"].shape)
             return (params["x_mean"] + np.exp(0.5 * params["x_log_var"]) * noise).astype("float32")
 
         eval_x, calib_x = model_samples(NUM_EVAL), model_samples(NUM_CALIBRATION)
-        source = "the model's own samples x ~ p(x|z), z ~ N(0, I) (no data given)"
+        source = (f"the model's own samples x ~ p(x|z), z ~ "
+                  f"{'N(0, I)' if mixture is None else 'p(z)'} (no data given)")
 
     def latents(x, num_prior):
         z_mean = graphs.reference("encoder", x)["z_mean"]
-        prior = rng.standard_normal((num_prior, k)).astype("float32")
+        prior = prior_draws(num_prior)
         return rng.permutation(np.concatenate([prior, z_mean])).astype("float32")
 
     # Decoder inputs: prior draws and posterior means of x's. Latents cost nothing, so the

@@ -7,6 +7,7 @@ from keras_vae.distribute import MIXED_PRECISION_POLICIES as MIXED_PRECISION
 from keras_vae.distribute import STRATEGIES
 from keras_vae.hierarchical import HierarchicalVAE
 from keras_vae.model import OBJECTIVES, VAE, monitored_metric
+from keras_vae.priors import PRIORS
 from keras_vae.training.limits import check_limits
 from keras_vae.training.recipe import (
     BINARIZE,
@@ -53,6 +54,18 @@ def check_config(config):
     if option_value(config, "objective") not in OBJECTIVES:
         raise ValueError(f"Unknown --objective {config['objective']!r}: expected one of "
                          f"{OBJECTIVES}.")
+    if config["prior"] not in PRIORS:
+        raise ValueError(f"Unknown --prior {config['prior']!r}: expected one of {PRIORS}.")
+    if config["prior_components"] is not None:
+        if config["prior"] == "standard":
+            raise ValueError("--prior-components applies to --prior vamp or mog only.")
+        _positive("prior_components", config["prior_components"])
+    _positive("free_bits", config["free_bits"], float, allow_zero=True)
+    if config["free_bits"] and option_value(config, "objective") != "elbo":
+        raise ValueError("--free-bits floors the ELBO's KL term: use it with --objective elbo.")
+    if config["prior"] == "vamp" and config["posterior"] != "diagonal":
+        raise ValueError("--prior vamp needs --posterior diagonal (it mixes the encoder's "
+                         "posteriors); use --prior mog with a full posterior.")
     _positive("lr", config["learning_rate"], float)
     _positive("beta", config["beta"], float, allow_zero=True)
     _positive("kl_warmup", config["kl_warmup"], int, allow_zero=True)
@@ -106,7 +119,9 @@ def _architecture(config, **overrides):
     common = dict(latent_dim=config["latent_dim"], likelihood=config["likelihood"],
                   posterior=config["posterior"], num_samples=config["num_samples"],
                   beta=config["beta"], seed=config["seed"],
-                  objective=option_value(config, "objective"))
+                  objective=option_value(config, "objective"), prior=config["prior"],
+                  prior_components=config["prior_components"],
+                  free_bits=float(config["free_bits"]))
     common.update(config["model_options"] or {})
     common.update(overrides)
     input_shape = tuple(config["input_shape"])

@@ -43,7 +43,9 @@ class Recipe:
     `data_dir` (TFDS), `binarize` (see BINARIZE), `scale` ("auto", a divisor, or None).
     Model: `model` (see MODELS), `latent_dim`, `hidden_units` (None: DEFAULT_HIDDEN; the
     filters of conv models), `model_options` (further constructor arguments, e.g. activation,
-    dense_units), `likelihood`, `posterior`, `objective`, `num_samples`, `beta`.
+    dense_units), `likelihood`, `posterior`, `objective`, `num_samples`, `beta`, `prior`
+    ("standard", "vamp" or "mog": see `keras_vae.priors`), `prior_components` (None: the
+    prior's default), `free_bits` (nats per latent dimension; 0 for none).
     Optimization: Adam with `learning_rate`; `reduce_lr_patience` (None: constant rate;
     else multiply it by `reduce_lr_factor`, down to `min_learning_rate`, whenever the monitored
     validation number stalls that many epochs), `kl_warmup` (epochs of the beta ramp, skipped
@@ -69,6 +71,9 @@ class Recipe:
     objective: str = "elbo"
     num_samples: int = 1
     beta: float = 1.0
+    prior: str = "standard"
+    prior_components: int = None
+    free_bits: float = 0.0
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     reduce_lr_patience: int = None
