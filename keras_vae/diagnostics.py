@@ -73,6 +73,8 @@ def _encode(vae, x, batch_size):
 
 
 def _prior_of(vae):
+    if len(getattr(vae, "latent_dims", ())) > 1:  # HierarchicalVAE: z1's prior is p(z1|z2)
+        return "p(z1|z2) (a second stochastic layer)"
     return getattr(vae, "prior", "standard")
 
 

@@ -113,6 +113,10 @@ class HierarchicalVAE(VAE):
         if posterior != "diagonal":
             raise ValueError(f"HierarchicalVAE supports posterior='diagonal' only, got "
                              f"{posterior!r}.")
+        if kwargs.get("prior", "standard") != "standard":
+            raise ValueError(f"HierarchicalVAE's top layer has the prior p(z2) = N(0, I); got "
+                             f"prior={kwargs['prior']!r}. Use prior='standard' here, or a "
+                             "one-layer VAE (kv.VAE.mlp, kv.VAE.conv) for a learned prior.")
         if objective not in HIERARCHICAL_OBJECTIVES:
             raise ValueError(f"HierarchicalVAE supports objective 'elbo' or 'iwae' (k = "
                              f"num_samples), got {objective!r}.")

@@ -402,3 +402,24 @@ def test_image_architectures_take_a_vamp_prior(builder):
                                         mix["log_vars"])).mean(0)
     np.testing.assert_allclose(est, want, atol=1e-3)
     assert np.all(est > -1e-3)
+
+
+def test_models_that_cannot_carry_a_learned_prior_refuse_it_by_name():
+    from keras_vae import diagnostics, web
+
+    # The web page draws z from N(0, I): exporting it for a mixture prior would sample wrongly.
+    vae = kv.VAE.mlp((6,), latent_dim=2, hidden_units=(4,), prior="mog", prior_components=3)
+    with pytest.raises(ValueError, match="web.*'mog'"):
+        web.plan(vae, ["onnx", "web"])
+    assert web.plan(kv.VAE.mlp((6,), latent_dim=2, hidden_units=(4,)), ["onnx"])[1] is None
+    # A two-layer VAE's top prior is N(0, I) and z1's is p(z1|z2): no learned prior there, and
+    # the KL to N(0, 1) per dimension of z1 is not its KL.
+    with pytest.raises(ValueError, match="prior='vamp'"):
+        kv.HierarchicalVAE.mlp(input_shape=(6,), latent_dims=(4, 2), hidden_units=(4,),
+                               prior="vamp")
+    two = kv.HierarchicalVAE.mlp(input_shape=(6,), latent_dims=(4, 2), hidden_units=(4,))
+    x = np.random.default_rng(0).random((8, 6)).astype("float32")
+    with pytest.raises(ValueError, match="p\\(z1\\|z2\\)"):
+        diagnostics.kl_per_dimension(two, x)
+    assert diagnostics.kl_per_dimension(kv.VAE.mlp((6,), latent_dim=2, hidden_units=(4,)),
+                                        x).shape == (2,)

@@ -144,7 +144,7 @@ def plan(vae, formats, ort_web=None):
 
     Raises:
         OrtWebNotFound: "web" asked for and onnxruntime-web not installed (see `find_ort_web`).
-        ValueError: "web" asked for an autoregressive VAE.
+        ValueError: "web" asked for an autoregressive VAE, or one with a learned prior.
     """
     formats, with_web = split_formats(formats)
     if not with_web:
@@ -153,6 +153,11 @@ def plan(vae, formats, ort_web=None):
         raise ValueError("The web page decodes z alone, and this VAE's decoder also reads x "
                          "(autoregressive); leave 'web' out of formats, or export a VAE with a "
                          "decoder of z only (VAE.conv, VAE.mlp).")
+    prior = getattr(vae, "prior", "standard")
+    if prior != "standard":
+        raise ValueError(f"The web page draws z from N(0, I), and this VAE's prior is {prior!r} "
+                         "(a learned mixture); leave 'web' out of formats (the bundle's runtime "
+                         "samples from the mixture), or export a VAE with prior='standard'.")
     return formats, find_ort_web(ort_web)
 
 
