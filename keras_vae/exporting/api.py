@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from keras_vae import web as web_app
+from keras_vae.exporting import anomaly
 from keras_vae.exporting.bundle import (
     BUNDLE_LAYOUT,
     CARD_NAME,
@@ -57,7 +58,9 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
 
     Args:
         vae: a `keras_vae.VAE` (any posterior, likelihood, architecture; mixed-precision models
-            export float32 graphs).
+            export float32 graphs), or a fitted `keras_vae.VAEDetector`: its first model, with
+            its threshold and score settings in manifest["anomaly"]
+            (`keras_vae.exporting.anomaly`), as for a run directory holding detector.json.
         out_dir: the folder to create. It must not exist or be empty unless `overwrite`; the
             export is written to a temporary sibling folder and moved into place at the end,
             so a failure leaves `out_dir` as it was.
@@ -103,6 +106,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
 
     from keras_vae.version import __version__
 
+    vae, anomaly_section = anomaly.unwrap(vae)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"Exporting needs the TensorFlow backend (Keras runs on {keras.backend.backend()!r}): "
@@ -129,6 +133,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (tf2onnx "
                          f"1.17 refuses higher ones), got {opset!r}; the default is 17.")
     source = dict(source or {})
+    if anomaly_section is None and source.get("kind") == "run" and source.get("path"):
+        anomaly_section = anomaly.from_run(source["path"])
     protected = [source["path"]] if source.get("path") else []
     out = check_out_dir(out_dir, overwrite, protected)
     name = name or vae.name
@@ -297,6 +303,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
             "refused": refused,
             "formats_requested": "all that meet their budgets" if lenient else "strict",
         }
+        if anomaly_section is not None:
+            manifest["anomaly"] = anomaly_section
         description, numbers = source_numbers(source)
         shutil.copyfile(runtime_source(), tmp / RUNTIME_NAME)
         (tmp / CARD_NAME).write_text(card(manifest, description, numbers))
