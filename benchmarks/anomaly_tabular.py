@@ -95,6 +95,8 @@ def datasets(args):
             continue
         with np.load(path) as data:
             out[name] = (data["X"].astype("float64"), data["y"].astype("int64").ravel())
+    if args.smallest_first:
+        out = dict(sorted(out.items(), key=lambda item: item[1][0].size))
     return out
 
 
@@ -190,6 +192,11 @@ def main(argv=None):
     parser.add_argument("--vae-params", default=None,
                         help="JSON of VAEDetector arguments (for experiments; default none)")
     parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--smallest-first", action="store_true",
+                        help="run the datasets in order of size (rows x features)")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help="start no detector run after this many seconds; the ones left "
+                             "are recorded as not run")
     parser.add_argument("--table", action="store_true",
                         help="print the --results file as a Markdown table and exit")
     parser.add_argument("--merge", default=None,
@@ -240,6 +247,7 @@ def main(argv=None):
         results["pyod_version"] = pyod.__version__
     except ImportError:
         results["pyod_version"] = None
+    started = time.perf_counter()
     for ds, (x, y) in datasets(args).items():
         x_train, x_test, _, y_test = train_test_split(x, y, test_size=0.3, stratify=y,
                                                       random_state=0)
@@ -248,6 +256,12 @@ def main(argv=None):
                      anomaly_rate=float(y.mean()), load_before=os.getloadavg()[0])
         for det in names:
             runs, error = [], None
+            if args.budget_seconds is not None and \
+                    time.perf_counter() - started > args.budget_seconds:
+                entry[det] = {"error": f"not run: the run's time budget of "
+                                       f"{args.budget_seconds:.0f} s was spent"}
+                print(f"{ds:16s} {det:12s} {entry[det]['error']}", flush=True)
+                continue
             for seed in (seeds[:1] if det in DETERMINISTIC else seeds):
                 make = ((lambda s=seed: make_keras_vae(s, args.quick, vae_params)) if det == "keras-vae"
                         else (lambda s=seed, d=det: make_peer(d, s, args.quick)))

@@ -12,7 +12,10 @@ likelihood p(x|z) is the density of the raw row (`keras_vae.likelihoods`; heavy-
 Student-t by default). Sizes follow the data: latent K = max(2, min(16, D // 2)), hidden
 layers (h, h // 2) with h = min(256, max(32, 4 D)), batch size n / 32 within [32, 512].
 Training holds out `validation_fraction` of the rows and stops early on their -ELBO
-(restoring the best epoch), within `max_epochs` and `max_seconds`.
+(checked every `check_every` gradient steps, restoring the best check), within `max_steps`
+gradient steps, `max_epochs` passes and `max_seconds`; the defaults (3000 steps, a check every
+200, 20 steps per compiled call, no XLA) were chosen on benchmarks/anomaly_tabular.py
+(benchmarks/README.md) for speed at equal AUROC.
 
 The score of a row is -ELBO(x) ("elbo") or the importance-weighted -ln p(x) ("iwae") with
 `num_samples` posterior draws, averaged over the models, in nats of the raw data's units
@@ -38,6 +41,8 @@ from keras_vae.model import VAE
 
 SCORES = ("elbo", "iwae")
 DETECTOR_FILE = "detector.json"
+#: Rows per batch of `score_rows`; the posterior draws are made batch by batch.
+SCORE_BATCH_SIZE = 2048
 
 
 def model_file(index):
@@ -87,7 +92,7 @@ def _check_x(x, num_features=None, what="X"):
     return x.astype("float32")
 
 
-def score_rows(vae, x, method="elbo", num_samples=16, seed=0, batch_size=2048):
+def score_rows(vae, x, method="elbo", num_samples=16, seed=0, batch_size=SCORE_BATCH_SIZE):
     """Anomaly scores (n,) float64 of raw rows: -ELBO or importance-weighted -ln p(x), nats.
 
     Eager `keras.ops` over batches, with the noise drawn by NumPy from `seed`: the same
@@ -127,8 +132,14 @@ class VAEDetector:
             sets `threshold_`.
         likelihood: "student_t" (default), "gaussian_hetero" or "laplace".
         latent_dim, hidden_units, batch_size: None for `default_sizes`.
-        max_epochs, patience: early stopping on the held-out rows' -ELBO (best epoch kept).
-        max_seconds: stop each model's training after the epoch that passes this time.
+        max_epochs: most passes over the training rows.
+        max_steps: most gradient steps (None: no bound beyond max_epochs).
+        check_every: gradient steps between checks of the held-out rows' -ELBO (each check
+            is one Keras epoch of several passes); None: after every pass.
+        patience: early stopping after this many checks without a better held-out -ELBO
+            (the best check's weights are kept).
+        max_seconds: stop each model's training after the check that passes this time.
+        steps_per_execution: training steps per compiled call (Keras `compile`).
         validation_fraction: share of the training rows held out for early stopping.
         lr: Adam learning rate.
         score: "elbo" or "iwae", with `num_samples` posterior draws per row.
@@ -141,9 +152,10 @@ class VAEDetector:
     """
 
     def __init__(self, contamination=0.1, likelihood="student_t", latent_dim=None,
-                 hidden_units=None, batch_size=None, max_epochs=300, patience=20,
-                 max_seconds=120.0, validation_fraction=0.1, lr=1e-3, score="elbo",
-                 num_samples=16, n_models=1, seed=0, verbose=0):
+                 hidden_units=None, batch_size=None, max_epochs=300, patience=5,
+                 max_seconds=60.0, validation_fraction=0.1, lr=1e-3, score="elbo",
+                 num_samples=16, n_models=1, seed=0, verbose=0, max_steps=3000,
+                 check_every=200, steps_per_execution=20):
         if not 0.0 < float(contamination) <= 0.5:
             raise ValueError(f"contamination must be in (0, 0.5], got {contamination!r}.")
         if likelihood not in likelihoods.TWO_PARAMETER:
@@ -155,7 +167,9 @@ class VAEDetector:
             raise ValueError("validation_fraction must be in [0, 0.5), got "
                              f"{validation_fraction!r}.")
         for name, value in (("n_models", n_models), ("max_epochs", max_epochs),
-                            ("patience", patience), ("num_samples", num_samples)):
+                            ("patience", patience), ("num_samples", num_samples),
+                            ("max_steps", max_steps or 1), ("check_every", check_every or 1),
+                            ("steps_per_execution", steps_per_execution)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         self.contamination = float(contamination)
@@ -173,6 +187,9 @@ class VAEDetector:
         self.n_models = n_models
         self.seed = int(seed)
         self.verbose = verbose
+        self.max_steps = max_steps
+        self.check_every = check_every
+        self.steps_per_execution = steps_per_execution
         self.models_ = None
         self.threshold_ = None
 
@@ -182,7 +199,8 @@ class VAEDetector:
         return {k: getattr(self, k) for k in (
             "contamination", "likelihood", "latent_dim", "hidden_units", "batch_size",
             "max_epochs", "patience", "max_seconds", "validation_fraction", "lr", "score",
-            "num_samples", "n_models", "seed", "verbose")}
+            "num_samples", "n_models", "seed", "verbose", "max_steps", "check_every",
+            "steps_per_execution")}
 
     def _build(self, num_features, num_rows, loc, scale, seed):
         latent, hidden, _ = default_sizes(num_features, num_rows)
@@ -193,7 +211,7 @@ class VAEDetector:
         vae = VAE(encoder, decoder, likelihood=self.likelihood, seed=seed)
         jit = False if keras.backend.backend() == "tensorflow" else "auto"
         vae.compile(optimizer=keras.optimizers.Adam(self.lr), jit_compile=jit,
-                    steps_per_execution=1)
+                    steps_per_execution=self.steps_per_execution)
         return vae
 
     def fit(self, X, y=None):
@@ -213,14 +231,17 @@ class VAEDetector:
             n_valid = int(round(self.validation_fraction * n))
             valid, train = x[order[:n_valid]], x[order[n_valid:]]
             vae = self._build(d, n, loc, scale, seed)
+            epochs, passes, patience = self._schedule(len(train), batch)
+            if passes > 1:  # one Keras epoch = `passes` shuffled passes over the rows
+                train = np.tile(train, (passes, 1))
             callbacks = [_TimeLimit(self.max_seconds)]
             kwargs = {}
             if n_valid >= 2:
                 callbacks.append(keras.callbacks.EarlyStopping(
-                    monitor="val_neg_elbo", mode="min", patience=self.patience,
+                    monitor="val_neg_elbo", mode="min", patience=patience,
                     restore_best_weights=True))
                 kwargs["validation_data"] = valid
-            history = vae.fit(train, epochs=self.max_epochs, batch_size=batch, shuffle=True,
+            history = vae.fit(train, epochs=epochs, batch_size=batch, shuffle=True,
                               callbacks=callbacks, verbose=self.verbose, **kwargs)
             self.models_.append(vae)
             self.history_.append({k: [float(v) for v in vals]
@@ -230,6 +251,21 @@ class VAEDetector:
         self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.contamination))
         self.labels_ = (self.decision_scores_ > self.threshold_).astype("int64")
         return self
+
+    def _schedule(self, num_train, batch):
+        """(Keras epochs, passes over the rows per Keras epoch, early-stopping patience in
+        Keras epochs). Without `check_every` an epoch is one pass (max_epochs, patience as
+        given); with it, an epoch holds enough passes for about `check_every` gradient steps,
+        so the held-out check and the per-epoch overhead come every `check_every` steps, and
+        `patience` counts checks. `max_steps` bounds the gradient steps."""
+        steps_per_pass = max(1, math.ceil(num_train / batch))
+        max_passes = self.max_epochs
+        if self.max_steps:
+            max_passes = min(max_passes, max(1, math.ceil(self.max_steps / steps_per_pass)))
+        if not self.check_every:
+            return max_passes, 1, self.patience
+        passes = max(1, min(max_passes, round(self.check_every / steps_per_pass)))
+        return max(1, math.ceil(max_passes / passes)), passes, self.patience
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self):

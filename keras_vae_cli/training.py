@@ -131,7 +131,7 @@ def add_commands(subparsers):
                        help="-ELBO or importance-weighted -ln p(x)")
     group.add_argument("--n-models", type=int, default=1,
                        help="VAEs (seeds) whose scores are averaged")
-    group.add_argument("--max-seconds", type=float, default=120.0,
+    group.add_argument("--max-seconds", type=float, default=60.0,
                        help="time limit of each model's training")
     p.set_defaults(func="keras_vae.training.cli:run_train")
 
@@ -182,5 +182,7 @@ def add_commands(subparsers):
     p.add_argument("--contamination", type=contamination, default=None,
                    help="flag this share of the training rows instead of the stored "
                         "threshold's")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="flag rows whose score is above this instead of the stored threshold")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func="keras_vae.training.tabular:run_score")

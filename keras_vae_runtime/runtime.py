@@ -10,6 +10,7 @@ also installed with keras-vae as the module `keras_vae_runtime` and the command
     python vae_runtime.py decode . --z z.npy --out grid.png [--npy x_mean.npy]
     python vae_runtime.py encode . --x images.npy --out z_mean.npy
     python vae_runtime.py score  . --x images.npy [--samples 0] --out scores.npy
+    python vae_runtime.py score  . --data rows.csv --out scores.csv   # a table detector
 
 or from Python: `vae = ExportedVAE("BUNDLE"); vae.encode(x); vae.decode(z); ...`.
 
@@ -39,6 +40,13 @@ z = means[c] + exp(log_vars[c] / 2) * eps (`rng.choice` for the n components, th
 Monte Carlo mean of ln q(z|x) - ln p(z) over the score's L draws (`samples=L`), or over
 `KL_DRAWS` draws from `default_rng(seed)` with `samples=0`.
 
+Table detectors (a bundle exported from a `keras_vae.VAEDetector` or its run directory):
+manifest.json's "anomaly" section holds the threshold, the score settings and the table's
+columns, and `score --data rows.csv --out scores.csv` writes `row, score, flag` per row as
+`keras-vae score` does: the same Monte Carlo -ELBO (or IWAE) with the same NumPy draws, the
+location-scale log-densities (gaussian_hetero, student_t, laplace) computed here in NumPy;
+`--threshold` or `--contamination` (refit on the stored training scores) override the flag rule.
+
 Autoregressive decoders (the PixelVAE): the decoder graph maps (z, x) to the logits of
 p(x_i = 1 | x_<i, z), so ln p(x|z) is exact in one pass, and drawing x ~ p(x|z) takes H * W
 passes in raster order: pixel i is set to 1 when u_i < sigmoid(logit_i), u from
@@ -66,6 +74,29 @@ PRECISION_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
 LOG_2PI = math.log(2.0 * math.pi)
 MANIFEST = "manifest.json"
 KL_DRAWS = 64  # draws of the KL estimate of a mixture prior's score with samples=0
+# Likelihoods whose decoder returns a location (x_mean) and a log-scale (x_log_scale) per value.
+LOCATION_SCALE = ("gaussian_hetero", "student_t", "laplace")
+STUDENT_T_DF = 4.0  # the default; a bundle's manifest names its own
+
+
+def location_scale_log_density(kind, x, loc, log_scale, df=STUDENT_T_DF):
+    """Elementwise ln p(x) in nats (float64) of a location-scale density with location `loc`
+    and scale s = exp(log_scale): "gaussian_hetero" (s is the standard deviation),
+    "student_t" (`df` degrees of freedom) or "laplace" (keras_vae.likelihoods, the same
+    formulas)."""
+    x = np.asarray(x, dtype="float64")
+    log_scale = np.asarray(log_scale, dtype="float64")
+    u = (x - np.asarray(loc, dtype="float64")) * np.exp(-log_scale)
+    if kind == "gaussian_hetero":
+        return -0.5 * LOG_2PI - log_scale - 0.5 * u ** 2
+    if kind == "student_t":
+        df = float(df)
+        const = (math.lgamma((df + 1.0) / 2.0) - math.lgamma(df / 2.0)
+                 - 0.5 * math.log(df * math.pi))
+        return const - log_scale - 0.5 * (df + 1.0) * np.log1p(u ** 2 / df)
+    if kind == "laplace":
+        return -math.log(2.0) - log_scale - np.abs(u)
+    _fail(f"unknown location-scale likelihood {kind!r}: expected one of {LOCATION_SCALE}.")
 
 
 class RuntimeInputError(ValueError):
@@ -416,6 +447,11 @@ class ExportedVAE:
             bce = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))
             return -bce.sum(axis=axes)
         mean = params["x_mean"].astype("float64")
+        if self.likelihood in LOCATION_SCALE:
+            df = (self.manifest or {}).get("contract", {}).get("likelihood", {}).get(
+                "degrees_of_freedom", STUDENT_T_DF)
+            return location_scale_log_density(self.likelihood, x, mean,
+                                              params["x_log_scale"], df).sum(axis=axes)
         log_var = params["x_log_var"].astype("float64")
         return (-0.5 * (LOG_2PI + log_var + (x - mean) ** 2 * np.exp(-log_var))).sum(axis=axes)
 
@@ -486,6 +522,80 @@ class ExportedVAE:
             log_det = np.sum(np.log(np.diagonal(z_scale.astype("float64"), axis1=-2,
                                                 axis2=-1)), axis=-1)
         return -0.5 * np.sum(LOG_2PI + eps ** 2, axis=-1) - log_det
+
+    # ----------------------------------------------------------------- table detectors
+    @property
+    def detector(self):
+        """manifest["anomaly"]: a table detector's threshold and score settings (written when
+        the export came from a `keras_vae.VAEDetector` or its run directory), or None."""
+        section = (self.manifest or {}).get("anomaly")
+        return section if isinstance(section, dict) else None
+
+    def detector_score(self, x, method=None, num_samples=None, seed=None):
+        """Anomaly scores (n,) float64 of rows x as `keras-vae score` (`VAEDetector`) computes
+        them, nats, higher = more unusual: the Monte Carlo -ELBO ("elbo") or the
+        importance-weighted -ln p(x) ("iwae") over `num_samples` posterior draws per row, the
+        draws eps made by numpy.random.default_rng(seed) batch by batch (manifest["anomaly"]
+        ["noise"]). Settings default to the manifest's "anomaly" section."""
+        settings = self.detector or {}
+        method = method or settings.get("score", "elbo")
+        if method not in ("elbo", "iwae"):
+            _fail(f"score method must be 'elbo' or 'iwae', got {method!r}.")
+        samples = self._count(settings.get("num_samples", 16) if num_samples is None
+                              else num_samples, "num_samples", 1)
+        seed = settings.get("seed", 0) if seed is None else seed
+        batch = int(settings.get("batch_size", 2048))
+        if self.posterior != "diagonal" or self.autoregressive:
+            _fail("detector scores need a diagonal-posterior, non-autoregressive model; use "
+                  "anomaly_score (score --samples) for this one.")
+        x = self.check_x(x)
+        rng = np.random.default_rng(seed)
+        k = self.latent_dim
+        out = np.empty(len(x))
+        for start in range(0, len(x), batch):
+            xb = x[start:start + batch]
+            b = len(xb)
+            z_mean, z_log_var = self.encode(xb, batch_size=batch)
+            mu, log_var = z_mean.astype("float64"), z_log_var.astype("float64")
+            eps = rng.standard_normal((samples, b, k)).astype("float32").astype("float64")
+            z = mu + np.exp(0.5 * log_var) * eps                          # (S, b, K)
+            params = self.decode_params(z.reshape(-1, k).astype("float32"),
+                                        batch_size=samples * b)
+            params = {name: v.reshape((samples, b) + v.shape[1:]) for name, v in params.items()}
+            log_lik = self.log_likelihood(xb.astype("float64"), params)    # (S, b)
+            if method == "elbo":
+                value = log_lik.mean(axis=0) - self.kl(z_mean, z_log_var)
+            else:
+                log_q = -0.5 * np.sum(LOG_2PI + eps ** 2, axis=-1) - 0.5 * log_var.sum(axis=-1)
+                log_w = log_lik - 0.5 * np.sum(LOG_2PI + z ** 2, axis=-1) - log_q
+                top = log_w.max(axis=0)
+                value = top + np.log(np.exp(log_w - top).sum(axis=0)) - math.log(samples)
+            out[start:start + b] = -value
+        return out
+
+    def detector_threshold(self, contamination=None):
+        """The score above which a row is flagged: manifest["anomaly"]["threshold"], or for a
+        given `contamination` in (0, 0.5] the (1 - contamination) quantile of the training
+        rows' scores (as `VAEDetector.set_contamination`); None when the bundle has none."""
+        section = self.detector or {}
+        if contamination is None:
+            value = section.get("threshold")
+            return None if value is None else float(value)
+        if isinstance(contamination, bool) or not isinstance(contamination, (int, float)) \
+                or not 0.0 < contamination <= 0.5:
+            _fail(f"contamination must be a number in (0, 0.5], got {contamination!r}.")
+        stored = section.get("training_scores")
+        if not isinstance(stored, dict):
+            _fail("this bundle holds no training scores to refit the threshold from "
+                  + (f"({section['note']}); " if section.get("note") else "(it was not "
+                     "exported from a table detector); ") + "pass a threshold instead.")
+        n, first, values = int(stored["count"]), int(stored["from_index"]), stored["sorted"]
+        # numpy.quantile's default ("linear") method, on the stored upper half
+        h = (n - 1) * (1.0 - float(contamination))
+        lo = int(math.floor(h))
+        hi = min(lo + 1, n - 1)
+        a, b, t = float(values[lo - first]), float(values[hi - first]), h - lo
+        return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
 
     # ----------------------------------------------------------------- pictures
     def image_shape(self, image_shape=None):
@@ -606,6 +716,110 @@ def load_inputs(paths, key=None):
     return np.stack(images).astype("float32") / 255.0
 
 
+_MISSING = ("", "na", "nan", "n/a", "null", "none", "?")
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_table(path, table=None):
+    """The feature rows (n, D) float64 of a CSV/TSV file, read as `keras-vae score` reads it:
+    `table` is manifest["anomaly"]["table"] ({"columns", "label_column", "header", "impute"};
+    None: every column). The delimiter is tab for .tsv/.tab, else the most frequent of
+    , tab ; | in the first line; header "auto" takes the first row as names when it holds a
+    non-number above a number. Bad values fail with the column and row named (rows count
+    from 1 after the header)."""
+    import csv
+
+    table = table or {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            first = handle.readline()
+            if path.suffix.lower() in (".tsv", ".tab"):
+                delimiter = "\t"
+            else:
+                counts = {d: first.count(d) for d in (",", "\t", ";", "|")}
+                best = max(counts, key=counts.get)
+                delimiter = best if counts[best] else ","
+            handle.seek(0)
+            rows = [row for row in csv.reader(handle, delimiter=delimiter)
+                    if row and any(f.strip() for f in row)]
+    except UnicodeDecodeError as err:
+        _fail(f"{path} is not a UTF-8 text table ({err.reason} at byte {err.start}).")
+    if not rows:
+        _fail(f"{path} holds no rows.")
+
+    def missing(text):
+        return text.strip().lower() in _MISSING
+
+    header = table.get("header", "auto")
+    if header not in (True, False):
+        header = (any(_number(a) is None and not missing(a) and _number(b) is not None
+                      for a, b in zip(rows[0], rows[1])) if len(rows) > 1 else
+                  any(_number(f) is None and not missing(f) for f in rows[0]))
+    names = [f.strip() for f in rows[0]] if header else [str(i) for i in range(len(rows[0]))]
+    body = rows[1:] if header else rows
+
+    def index_of(key):
+        key = str(key)
+        if key in names:
+            return names.index(key)
+        if key.isdigit() and int(key) < len(names):
+            return int(key)
+        _fail(f"{path}: no column named {key!r}; the model was trained on the columns "
+              f"{', '.join(map(repr, table.get('columns') or []))}.")
+
+    label = table.get("label_column")
+    label = names.index(label) if label is not None and label in names else None
+    chosen = ([index_of(c) for c in table["columns"]] if table.get("columns")
+              else [i for i in range(len(names)) if i != label])
+    x = np.empty((len(body), len(chosen)))
+    for i, row in enumerate(body):
+        if len(row) != len(names):
+            _fail(f"{path}: row {i + 1} has {len(row)} fields but "
+                  f"{'the header has' if header else 'row 1 has'} {len(names)}; every row "
+                  "needs the same number of fields.")
+        for j, c in enumerate(chosen):
+            value = _number(row[c])
+            if value is None:
+                if not missing(row[c]):
+                    _fail(f"{path}: column {names[c]!r}, row {i + 1} holds {row[c].strip()!r}, "
+                          "not a number.")
+                value = math.nan
+            x[i, j] = value
+    holes = np.isnan(x)
+    if holes.any():
+        impute = table.get("impute")
+        row, col = np.argwhere(holes)[0]
+        if impute not in ("median", "mean") or holes.all(axis=0).any():
+            _fail(f"{path}: column {names[chosen[col]]!r}, row {row + 1} is missing "
+                  f"({int(holes.sum())} missing values in all); fill them in first.")
+        with np.errstate(all="ignore"):
+            fill = (np.nanmedian if impute == "median" else np.nanmean)(x, axis=0)
+        x = np.where(holes, fill, x)
+    if not np.all(np.isfinite(x)):
+        row, col = np.argwhere(~np.isfinite(x))[0]
+        _fail(f"{path}: column {names[chosen[col]]!r}, row {row + 1} is infinite; replace it "
+              "with a finite number.")
+    return x
+
+
+def write_scores_csv(path, scores, flags=None):
+    """row (from 1), score (6 significant digits) [, flag] per row, as `keras-vae score`."""
+    lines = ["row,score" + (",flag" if flags is not None else "")]
+    for i, value in enumerate(scores):
+        lines.append(f"{i + 1},{value:.6g}" + (f",{int(flags[i])}" if flags is not None
+                                                else ""))
+    write_atomic(path, ("\r\n".join(lines) + "\r\n").encode())
+
+
 # --------------------------------------------------------------------------- command line
 def _model(args):
     return ExportedVAE(args.folder, precision=args.precision, verify=not args.no_verify,
@@ -687,21 +901,47 @@ def _encode(args):
 
 
 def _score(args):
-    if args.samples < 0:
+    if args.samples is not None and args.samples < 0:
         _fail(f"--samples must be 0 (z = posterior mean) or a positive number of draws, got "
               f"{args.samples}.")
+    if (args.x is None) == (args.data is None):
+        _fail("pass the inputs with --x (.npy/.npz or image files) or --data (a CSV/TSV "
+              "table), one of the two.")
+    if args.threshold is not None and args.contamination is not None:
+        _fail("--threshold and --contamination both set the threshold; pass one of them.")
+    as_csv = bool(args.out) and args.out.lower().endswith(".csv")
+    if as_csv and Path(args.out).exists() and not args.overwrite:
+        _fail(f"{args.out} exists; pass --overwrite to replace it.")
     _check_writable(args.out)
     vae = _model(args)
-    scores = vae.anomaly_score(load_inputs(args.x, args.key), samples=args.samples,
-                               seed=args.seed)
-    if args.out:
+    if args.data is not None:
+        x = read_table(args.data, (vae.detector or {}).get("table"))
+    else:
+        x = load_inputs(args.x, args.key)
+    if vae.detector is not None and args.samples is None:
+        scores = vae.detector_score(x, seed=args.seed)
+        how = (f"{vae.detector.get('score', 'elbo')} score with "
+               f"{vae.detector.get('num_samples', 16)} samples")
+    else:
+        samples = args.samples or 0
+        scores = vae.anomaly_score(x, samples=samples, seed=args.seed or 0)
+        how = ("-ELBO at the posterior mean" if not samples
+               else f"-ELBO with {samples} samples")
+    threshold = (args.threshold if args.threshold is not None
+                 else vae.detector_threshold(args.contamination))
+    flags = None if threshold is None else (scores > threshold).astype("int64")
+    if as_csv:
+        write_scores_csv(args.out, scores, flags)
+    elif args.out:
         save_npy(args.out, scores)
-    how = "at the posterior mean" if not args.samples else f"with {args.samples} samples"
+    wrote = f"; wrote {args.out}" if args.out else ""
     if len(scores) == 0:
-        print("no inputs: nothing scored" + (f"; wrote {args.out}" if args.out else ""))
+        print("no inputs: nothing scored" + wrote)
         return
-    print(f"-ELBO {how} (nats): mean {scores.mean():.3f}, min {scores.min():.3f}, "
-          f"max {scores.max():.3f}" + (f"; wrote {args.out}" if args.out else ""))
+    print(f"{how} (nats): mean {scores.mean():.3f}, min {scores.min():.3f}, "
+          f"max {scores.max():.3f}"
+          + ("" if flags is None else f"; {int(flags.sum())} flagged (score > {threshold:.4g})")
+          + wrote)
 
 
 def build_parser(prog="vae_runtime"):
@@ -740,13 +980,27 @@ def build_parser(prog="vae_runtime"):
     sub.add_argument("--x", required=True, nargs="+", help=".npy/.npz of inputs, or image files")
     sub.add_argument("--key", help="array name in a .npz")
     sub.add_argument("--out", required=True, help=".npy file for z_mean (n, K)")
-    sub = command("score", _score, "anomaly score -ELBO (nats) of each input")
-    sub.add_argument("--x", required=True, nargs="+", help=".npy/.npz of inputs, or image files")
+    sub = command("score", _score, "anomaly score -ELBO (nats) of each input; a table "
+                                    "detector's bundle also flags rows above its threshold")
+    sub.add_argument("--x", nargs="+", help=".npy/.npz of inputs, or image files")
+    sub.add_argument("--data", help="a CSV/TSV table of raw rows (a table detector's bundle "
+                                    "reads the columns it was trained on)")
     sub.add_argument("--key", help="array name in a .npz")
-    sub.add_argument("--samples", type=int, default=0,
-                     help="0: z = posterior mean (default); L: Monte Carlo -ELBO with L draws")
-    sub.add_argument("--seed", type=int, default=0, help="seed of the draws")
-    sub.add_argument("--out", help=".npy file for the scores (n,)")
+    sub.add_argument("--samples", type=int, default=None,
+                     help="0: z = posterior mean (the default, except for a table detector's "
+                          "bundle, which scores as keras-vae score); L: Monte Carlo -ELBO with "
+                          "L draws")
+    sub.add_argument("--seed", type=int, default=None,
+                     help="seed of the draws (default 0, or the detector's)")
+    sub.add_argument("--threshold", type=float, default=None,
+                     help="flag rows whose score is above this (default: the bundle's)")
+    sub.add_argument("--contamination", type=float, default=None,
+                     help="flag this share of the detector's training rows instead: refits "
+                          "the threshold from the training scores in manifest.json")
+    sub.add_argument("--out", help=".npy file for the scores (n,), or .csv for row, score "
+                                   "(and flag, when a threshold is known) per row")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace an existing .csv --out file")
     return parser
 
 

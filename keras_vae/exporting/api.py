@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from keras_vae import web as web_app
+from keras_vae.exporting import anomaly
 from keras_vae.exporting.bundle import (
     BUNDLE_LAYOUT,
     CARD_NAME,
@@ -62,7 +63,9 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
 
     Args:
         vae: a `keras_vae.VAE` (any posterior, likelihood, architecture; mixed-precision models
-            export float32 graphs).
+            export float32 graphs), or a fitted `keras_vae.VAEDetector`: its first model, with
+            its threshold and score settings in manifest["anomaly"]
+            (`keras_vae.exporting.anomaly`), as for a run directory holding detector.json.
         out_dir: the folder to create. It must not exist or be empty unless `overwrite`; the
             export is written to a temporary sibling folder and moved into place at the end,
             so a failure leaves `out_dir` as it was.
@@ -108,6 +111,7 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
 
     from keras_vae.version import __version__
 
+    vae, anomaly_section = anomaly.unwrap(vae)
     if getattr(vae, "export_unsupported", None):  # a model the bundle cannot describe
         raise ValueError(vae.export_unsupported)
     if keras.backend.backend() != "tensorflow":
@@ -136,6 +140,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (tf2onnx "
                          f"1.17 refuses higher ones), got {opset!r}; the default is 17.")
     source = dict(source or {})
+    if anomaly_section is None and source.get("kind") == "run" and source.get("path"):
+        anomaly_section = anomaly.from_run(source["path"])
     protected = [source["path"]] if source.get("path") else []
     out = check_out_dir(out_dir, overwrite, protected)
     name = name or vae.name
@@ -306,6 +312,8 @@ def export(vae, out_dir, formats=DEFAULT_FORMATS, opset=17, overwrite=False, dat
         }
         if prior_entry(vae) is not None:  # a learned prior (standard bundles stay as they were)
             manifest["prior"] = prior_entry(vae)
+        if anomaly_section is not None:
+            manifest["anomaly"] = anomaly_section
         description, numbers = source_numbers(source)
         shutil.copyfile(runtime_source(), tmp / RUNTIME_NAME)
         (tmp / CARD_NAME).write_text(card(manifest, description, numbers))

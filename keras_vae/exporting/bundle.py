@@ -232,6 +232,8 @@ def card(manifest, description=None, numbers=None):
               "python vae_runtime.py sample . --n 64 --seed 0 --out samples.png",
               "python vae_runtime.py encode . --x images.npy --out z_mean.npy",
               "python vae_runtime.py score  . --x images.npy --out scores.npy   # -ELBO, nats",
+              *(["python vae_runtime.py score  . --data rows.csv --out scores.csv "
+                 "# row, score, flag"] if manifest.get("anomaly") else []),
               "```", "",
               "`vae_runtime.py` checks every file against the sha256 sums in `manifest.json` "
               "before use. SavedModels are in TF Serving's layout: "
@@ -254,9 +256,17 @@ def card(manifest, description=None, numbers=None):
     if "sampling" in contract["likelihood"]:
         lines.append(f"- Drawing x: {contract['likelihood']['sampling']}.")
     lines += [f"- {contract['kl']}.",
-              f"- Score: {contract['score']['name']}: {contract['score']['formula']}.",
-              "", "The machine-readable form of all of this is `manifest.json` (\"contract\").",
-              ""]
+              f"- Score: {contract['score']['name']}: {contract['score']['formula']}."]
+    anomaly = manifest.get("anomaly")
+    if anomaly:
+        threshold = anomaly.get("threshold")
+        lines += [f"- Anomaly flags: {anomaly['flag_rule']}, threshold "
+                  + (f"{threshold:.6g} (flags a share {anomaly['contamination']:g} of the "
+                     "training rows; `--contamination` refits it, `--threshold` sets it)"
+                     if threshold is not None else f"none ({anomaly.get('note')})")
+                  + f". Score: {anomaly['formula']}; noise: {anomaly['noise']}."]
+    lines += ["", "The machine-readable form of all of this is `manifest.json` (\"contract\""
+              + (", \"anomaly\"" if anomaly else "") + ").", ""]
     return "\n".join(lines)
 
 

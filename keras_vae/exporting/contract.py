@@ -9,6 +9,9 @@ the manifest alone.
 
 import math
 
+from keras_vae.likelihoods import STUDENT_T_DF
+from keras_vae.scaling import Standardize
+
 # How each format orders its inputs and outputs (read by index: ONNX `session.get_outputs()`,
 # LiteRT `interpreter.get_output_details()`).
 POSITIONAL_ORDER = {
@@ -57,8 +60,31 @@ def input_domain(vae):
                         "models were trained on binarized 0/1 data)"
                         + ("; the autoregressive decoder's x must be binary 0/1"
                            if getattr(vae, "autoregressive", False) else "")}
+    if _standardizes(vae):
+        return {"range": None, "binarized": False,
+                "text": "raw table rows: real values in the data's own units, columns in "
+                        "training order (the encoder standardizes them inside the graph)"}
     return {"range": None, "binarized": False,
             "text": "real values, scaled as the training data was (the model does no scaling)"}
+
+
+def _standardizes(vae):
+    """Whether the encoder starts with `keras_vae.scaling.Standardize` (raw rows in)."""
+    return any(isinstance(layer, Standardize) for layer in getattr(vae.encoder, "layers", []))
+
+
+# ln p(x|z) of the location-scale likelihoods (keras_vae.likelihoods), with u = (x - x_mean) *
+# exp(-x_log_scale): the formulas the runtime implements outside the graphs.
+LOCATION_SCALE_FORMULAS = {
+    "gaussian_hetero": "ln p(x|z) = sum_i [-0.5 ln(2 pi) - x_log_scale_i - 0.5 u_i^2], "
+                       "u = (x - x_mean) * exp(-x_log_scale) (s = exp(x_log_scale) is the "
+                       "standard deviation)",
+    "student_t": "ln p(x|z) = sum_i [lgamma((nu + 1) / 2) - lgamma(nu / 2) - 0.5 ln(nu pi) - "
+                 "x_log_scale_i - (nu + 1) / 2 * ln(1 + u_i^2 / nu)], u = (x - x_mean) * "
+                 "exp(-x_log_scale), nu = {nu:g} degrees of freedom",
+    "laplace": "ln p(x|z) = sum_i [-ln 2 - x_log_scale_i - |u_i|], u = (x - x_mean) * "
+               "exp(-x_log_scale)",
+}
 
 
 def component_contract(vae):
@@ -70,9 +96,12 @@ def component_contract(vae):
     domain = input_domain(vae)
     x_in = _tensor(0, "x", shape, layout, "the input examples", domain=domain["text"],
                    range=domain["range"], binarized=domain["binarized"],
-                   preprocessing="none inside the graph: scale inputs as in training (images: "
-                                 "pixel / 255 for 8-bit pictures; flat models take the "
-                                 "row-major pixels)")
+                   preprocessing=(
+                       "inside the graph: the encoder's Standardize layer computes (x - loc) / "
+                       "scale per column (clipped); feed raw rows" if _standardizes(vae) else
+                       "none inside the graph: scale inputs as in training (images: "
+                       "pixel / 255 for 8-bit pictures; flat models take the "
+                       "row-major pixels)"))
     z_mean = _tensor(0, "z_mean", [k], "latent", "mean of the Gaussian posterior q(z|x)")
     if vae.posterior == "diagonal":
         second = _tensor(1, "z_log_var", [k], "latent",
@@ -103,6 +132,15 @@ def component_contract(vae):
                                                 "x_mean = sigmoid(x_logits)"),
             _tensor(1, "x_logits", shape, layout, "logits of the Bernoulli p(x|z); use these "
                                                   "(not x_mean) for exact ln p(x|z)")]}
+    elif vae.likelihood in LOCATION_SCALE_FORMULAS:
+        decoder = {"inputs": [z_in], "outputs": [
+            _tensor(0, "x_mean", shape, layout,
+                    f"location of the {vae.likelihood} p(x|z) per value (its mean and median)"
+                    + (", in the raw data's units" if _standardizes(vae) else "")),
+            _tensor(1, "x_log_scale", shape, layout,
+                    "natural log of the scale s of p(x|z) per value (per example: the "
+                    "decoder's output); s is the standard deviation for gaussian_hetero, the "
+                    "scale parameter for student_t and laplace")]}
     else:
         decoder = {"inputs": [z_in], "outputs": [
             _tensor(0, "x_mean", shape, layout, "E[x|z]: means of the Gaussian p(x|z)"),
@@ -138,6 +176,13 @@ def model_contract(vae):
             "log_p_x_given_z": "ln p(x|z) = sum_i [x_i * l_i - ln(1 + exp(l_i))], l = "
                                "x_logits (exact; avoids ln of clipped probabilities)",
         }
+    elif vae.likelihood in LOCATION_SCALE_FORMULAS:
+        likelihood = {
+            "name": vae.likelihood,
+            "log_p_x_given_z": LOCATION_SCALE_FORMULAS[vae.likelihood].format(nu=STUDENT_T_DF),
+        }
+        if vae.likelihood == "student_t":
+            likelihood["degrees_of_freedom"] = STUDENT_T_DF
     else:
         likelihood = {
             "name": "gaussian",

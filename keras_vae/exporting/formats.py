@@ -77,7 +77,8 @@ def signature_names(vae):
         {"encoder": ("x", (output names...)), "decoder": ("z", (output names...))}
     """
     second = "z_log_var" if vae.posterior == "diagonal" else "z_scale_tril"
-    extra = "x_logits" if vae.likelihood == "bernoulli" else "x_log_var"
+    extra = {"bernoulli": "x_logits", "gaussian": "x_log_var"}.get(vae.likelihood,
+                                                                   "x_log_scale")
     if getattr(vae, "autoregressive", False):  # (z, x) -> logits of p(x_i | x_<i, z)
         return {"encoder": ("x", ("z_mean", second)), "decoder": ("z", ("x_logits",))}
     return {"encoder": ("x", ("z_mean", second)), "decoder": ("z", ("x_mean", extra))}

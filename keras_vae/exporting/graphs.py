@@ -52,7 +52,10 @@ class Graphs:
         encoder, decoder = self.encoder, self.decoder
         enc_names, dec_names = self.output_names["encoder"], self.output_names["decoder"]
         bernoulli = vae.likelihood == "bernoulli"
-        log_var = None if bernoulli else self.decoder_log_var
+        # location-scale likelihoods (keras_vae.likelihoods): the decoder returns (B, D, 2)
+        self.location_scale = vae.likelihood not in ("bernoulli", "gaussian")
+        location_scale = self.location_scale
+        log_var = None if bernoulli or location_scale else self.decoder_log_var
 
         def encode(x):
             z_mean, z_scale = encoder(x, training=False)
@@ -62,6 +65,8 @@ class Graphs:
             params = decoder(z, training=False)
             if bernoulli:
                 return {"x_mean": tf.sigmoid(params), "x_logits": params}
+            if location_scale:
+                return {"x_mean": params[..., 0], "x_log_scale": params[..., 1]}
             # A NumPy constant becomes a Const node (a captured tensor would be a graph input).
             return {"x_mean": params, "x_log_var": tf.zeros_like(params) + tf.constant(log_var)}
 
@@ -109,6 +114,8 @@ class Graphs:
         params = ops.convert_to_numpy(params)
         if self.vae.likelihood == "bernoulli":
             return {"x_mean": ops.convert_to_numpy(ops.sigmoid(params)), "x_logits": params}
+        if self.location_scale:
+            return {"x_mean": params[..., 0].copy(), "x_log_scale": params[..., 1].copy()}
         return {"x_mean": params,
                 "x_log_var": np.broadcast_to(self.decoder_log_var, params.shape).copy()}
 

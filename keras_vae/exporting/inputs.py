@@ -60,7 +60,9 @@ def check_inputs(vae, graphs, data, seed):
             if vae.likelihood == "bernoulli":
                 return (rng.random(params["x_mean"].shape) < params["x_mean"]).astype("float32")
             noise = rng.standard_normal(params["x_mean"].shape)
-            return (params["x_mean"] + np.exp(0.5 * params["x_log_var"]) * noise).astype("float32")
+            log_std = (params["x_log_scale"] if "x_log_scale" in params
+                       else 0.5 * params["x_log_var"])
+            return (params["x_mean"] + np.exp(log_std) * noise).astype("float32")
 
         eval_x, calib_x = model_samples(NUM_EVAL), model_samples(NUM_CALIBRATION)
         source = (f"the model's own samples x ~ p(x|z), z ~ "

@@ -18,7 +18,9 @@ feature) and writes the run directory:
 
 `score` writes one CSV row per input row, in order: `row` (from 1), `score` (higher = more
 anomalous, nats) and `flag` (1 where score > the threshold; `--contamination` refits the
-threshold to that share of the training rows).
+threshold to that share of the training rows, `--threshold` sets it). `keras-vae export
+RUN_DIR` carries the threshold into the bundle, whose `vae_runtime.py score --data FILE --out
+FILE.csv` writes the same CSV without TensorFlow.
 """
 
 import csv
@@ -134,9 +136,15 @@ def run_score(args):
                                 "--dataset TABLE.csv --run-dir RUN_DIR.")
     with open(config_path) as handle:
         config = json.load(handle)
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and args.contamination is not None:
+        raise ValueError("--threshold and --contamination both set the threshold; pass one "
+                         "of them.")
     detector = VAEDetector.load(args.run_dir)
     if args.contamination is not None:
         detector.set_contamination(args.contamination)
+    if threshold is not None:
+        detector.threshold_ = float(threshold)
     table = read_rows(args.data, config)
     scores = detector.decision_function(table.x)
     flags = (scores > detector.threshold_).astype(int)
