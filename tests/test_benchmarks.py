@@ -15,7 +15,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "benchmarks")
 
-pytestmark = pytest.mark.large  # subprocesses
+# Each test runs a benchmark script end to end in a subprocess (a minute or more on 2 cores):
+# `pytest -m slow` runs them.
+pytestmark = [pytest.mark.large, pytest.mark.slow]
 
 
 def run(script, *args, timeout=600):

@@ -331,6 +331,7 @@ def test_bad_train_options_are_named(tmp_path, capsys, args, message):
     assert not (tmp_path / "run" / "model.keras").exists()
 
 
+@pytest.mark.slow  # the PixelVAE's fit and draws are covered in test_pixelcnn and test_bundles
 def test_train_and_sample_a_pixel_cnn_vae(tmp_path):
     """--model pixel-cnn trains the autoregressive decoder on images; `sample` then draws
     binary images pixel by pixel (no grey levels, unlike E[x|z] of the other models)."""

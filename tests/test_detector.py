@@ -174,7 +174,7 @@ def test_cli_train_on_csv_then_score_another(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.large
+@pytest.mark.slow  # the benchmark script end to end; `pytest -m slow` runs it
 def test_benchmark_quick(tmp_path):
     results = tmp_path / "tabular.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")

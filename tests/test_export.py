@@ -510,6 +510,7 @@ def test_cli_exports_a_run_directory(tmp_path, models, capsys):
 
 
 # --------------------------------------------------------------------------- benchmark
+@pytest.mark.slow  # the benchmark script end to end; `pytest -m slow` runs it
 def test_latency_benchmark_quick_runs_and_reports_ratios(tmp_path):
     """The benchmark cannot rot: its --quick mode runs and writes complete results (numbers
     are reported, never asserted)."""
