@@ -558,7 +558,7 @@ class ExportedVAE:
             z_mean, z_log_var = self.encode(xb, batch_size=batch)
             mu, log_var = z_mean.astype("float64"), z_log_var.astype("float64")
             eps = rng.standard_normal((samples, b, k)).astype("float32").astype("float64")
-            z = mu + np.exp(0.5 * log_var) * eps                          # (S, b, K)
+            z = self._draws(mu, log_var, eps)                              # (S, b, K)
             params = self.decode_params(z.reshape(-1, k).astype("float32"),
                                         batch_size=samples * b)
             params = {name: v.reshape((samples, b) + v.shape[1:]) for name, v in params.items()}
@@ -566,8 +566,7 @@ class ExportedVAE:
             if method == "elbo":
                 value = log_lik.mean(axis=0) - self.kl(z_mean, z_log_var)
             else:
-                log_q = -0.5 * np.sum(LOG_2PI + eps ** 2, axis=-1) - 0.5 * log_var.sum(axis=-1)
-                log_w = log_lik - 0.5 * np.sum(LOG_2PI + z ** 2, axis=-1) - log_q
+                log_w = log_lik + self.prior_log_density(z) - self._log_q(eps, log_var)
                 top = log_w.max(axis=0)
                 value = top + np.log(np.exp(log_w - top).sum(axis=0)) - math.log(samples)
             out[start:start + b] = -value

@@ -119,20 +119,13 @@ def linear_gaussian_data(w, b, psi, n, seed=1):
 
 def bernoulli_1d(seed=0, dims=12):
     """A Bernoulli VAE with K = 1 and random weights; data drawn from its own generative model."""
-    import math
-
     import keras
 
     import keras_vae as kv
 
     keras.utils.set_random_seed(seed)
     vae = kv.VAE.mlp((dims,), latent_dim=1, hidden_units=(8,), activation="tanh")
-    # A wide proposal (q's variance 2, mean varying mildly with x) keeps the importance
-    # weights bounded, so k = 20000 pins ln p(x) down to ~0.005 nats.
-    head = vae.encoder.get_layer("z_log_var")
-    head.set_weights([np.zeros_like(w) + v for w, v in zip(head.get_weights(), (0.0, math.log(2)))])
-    head = vae.encoder.get_layer("z_mean")
-    head.set_weights([w * 0.3 for w in head.get_weights()])
+    widen_proposal(vae)
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(64, 1)).astype("float32")
     probs = vae.decode(z)
@@ -140,15 +133,29 @@ def bernoulli_1d(seed=0, dims=12):
     return vae, x
 
 
-def quadrature_log_px(vae, x):
-    """ln integral p(x|z) N(z|0,1) dz on a dense grid over [-9, 9] (trapezoid rule)."""
+def widen_proposal(vae):
+    """Sets a 1-D Bernoulli VAE's encoder to a wide proposal (q's variance 2, its mean varying
+    mildly with x), which keeps the importance weights bounded, so k = 20000 pins ln p(x) down
+    to ~0.005 nats."""
+    import math
+
+    head = vae.encoder.get_layer("z_log_var")
+    head.set_weights([np.zeros_like(w) + v for w, v in zip(head.get_weights(), (0.0, math.log(2)))])
+    head = vae.encoder.get_layer("z_mean")
+    head.set_weights([w * 0.3 for w in head.get_weights()])
+
+
+def quadrature_log_px(vae, x, log_prior=None):
+    """ln integral p(x|z) p(z) dz of a 1-D Bernoulli VAE on a dense grid over [-9, 9]
+    (trapezoid rule); p(z) is N(0, 1), or `log_prior(z (G, 1)) -> (G,)`."""
     from scipy import special, stats
 
     grid = np.linspace(-9.0, 9.0, 4001)
     logits = vae.decoder.predict(grid[:, None].astype("float32"), verbose=0).astype(np.float64)
     # ln p(x|z_g) for every (example, grid point): (n, G)
     log_lik = x @ logits.T - np.sum(np.logaddexp(0.0, logits), axis=1)[None, :]
-    log_w = log_lik + stats.norm.logpdf(grid)[None, :] + np.log(np.gradient(grid))[None, :]
+    log_p = stats.norm.logpdf(grid) if log_prior is None else log_prior(grid[:, None])
+    log_w = log_lik + log_p[None, :] + np.log(np.gradient(grid))[None, :]
     return special.logsumexp(log_w, axis=1)
 
 

@@ -25,6 +25,8 @@ from scipy import special, stats
 import keras
 from keras import ops
 
+from conftest import quadrature_log_px, widen_proposal
+
 import keras_vae as kv
 from keras_vae import evaluation, networks, priors
 
@@ -148,11 +150,7 @@ def bernoulli_mog_1d(seed=0, dims=12):
     vae.prior_layer.logits.assign(MOG["logits"].astype("float32"))
     vae.prior_layer.means.assign(MOG["means"].astype("float32"))
     vae.prior_layer.log_vars.assign(MOG["log_vars"].astype("float32"))
-    # A wide proposal (variance 2, mean moving mildly with x) keeps the weights bounded.
-    head = vae.encoder.get_layer("z_log_var")
-    head.set_weights([np.zeros_like(w) + v for w, v in zip(head.get_weights(), (0.0, math.log(2)))])
-    head = vae.encoder.get_layer("z_mean")
-    head.set_weights([w * 0.3 for w in head.get_weights()])
+    widen_proposal(vae)
     rng = np.random.default_rng(seed)
     z = vae.sample_prior(32, seed=seed)
     probs = vae.decode(z)
@@ -160,18 +158,9 @@ def bernoulli_mog_1d(seed=0, dims=12):
     return vae, x
 
 
-def quadrature_log_px(vae, x):
-    grid = np.linspace(-9.0, 9.0, 4001)
-    logits = vae.decoder.predict(grid[:, None].astype("float32"), verbose=0).astype(np.float64)
-    log_lik = x @ logits.T - np.sum(np.logaddexp(0.0, logits), axis=1)[None, :]
-    log_prior = numpy_mixture_log_density(grid[:, None], **MOG)
-    return special.logsumexp(log_lik + log_prior[None, :] + np.log(np.gradient(grid))[None, :],
-                             axis=1)
-
-
 def test_iwae_estimate_converges_to_the_exact_likelihood_under_a_two_component_prior():
     vae, x = bernoulli_mog_1d()
-    exact = quadrature_log_px(vae, x)
+    exact = quadrature_log_px(vae, x, lambda z: numpy_mixture_log_density(z, **MOG))
     est = evaluation.log_likelihood(vae, x, num_samples=20000, seed=0)
     assert np.all(est <= exact + 0.02)
     np.testing.assert_allclose(est, exact, atol=0.02)
