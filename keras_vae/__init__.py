@@ -17,11 +17,17 @@ if _sys.argv[:1] == ["-m"] and __name__ == "keras_vae":
     _quiet_start(verbose="--verbose" in _sys.argv)
 
 # Quiet by default: TensorFlow's C++ logging (absl, gRPC) is read when TensorFlow loads, so it
-# is set before anything imports it; KERAS_VAE_VERBOSE=1 (or values set by the caller) win.
+# is set before anything imports it, and TensorFlow (when it is Keras's backend) is started
+# with the lines it writes from C++ regardless ("I0000 ... cudart_stub.cc ...") filtered out;
+# KERAS_VAE_VERBOSE=1 (or values set by the caller) win.
 if _os.environ.get("KERAS_VAE_VERBOSE", "0") in ("", "0"):
-    for _name, _value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("GRPC_VERBOSITY", "ERROR"),
-                          ("GLOG_minloglevel", "2"), ("ABSL_MIN_LOG_LEVEL", "2")):
-        _os.environ.setdefault(_name, _value)
+    from keras_vae_cli import configured_backend as _configured_backend
+    from keras_vae_cli import quiet_environment as _quiet_environment
+    from keras_vae_cli import start_tensorflow_quietly as _start_tensorflow_quietly
+
+    _quiet_environment()
+    if _configured_backend() == "tensorflow":
+        _start_tensorflow_quietly()
 
 from keras_vae.version import __version__  # noqa: E402
 

@@ -19,6 +19,7 @@ KERAS_VAE_VERBOSE=1 shows them all.
 import argparse
 import contextlib
 import importlib
+import json
 import importlib.util
 import os
 import re
@@ -80,6 +81,19 @@ def quiet_environment():
     """Sets QUIET_ENV (values the caller set win)."""
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
+
+
+def configured_backend():
+    """The Keras backend Keras will pick, found without importing Keras: KERAS_BACKEND, else
+    "backend" in KERAS_HOME/keras.json (default ~/.keras/keras.json), else "tensorflow"."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as handle:
+            return str(json.load(handle).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 @contextlib.contextmanager

@@ -90,6 +90,33 @@ def test_cpp_log_lines_are_filtered_and_everything_else_is_kept():
     assert got.stderr == "a real warning\nfrom python\nafter\n"
 
 
+def test_importing_the_package_in_a_script_prints_nothing(tmp_path, monkeypatch):
+    """`import keras_vae` with no TensorFlow log setting in the environment: TensorFlow (the
+    backend Keras picks here) is loaded, and stderr holds no C++ log line, nor anything else;
+    other backends do not load TensorFlow at all."""
+    env = subprocess_env(TF_CPP_MIN_LOG_LEVEL=None, KERAS_VAE_VERBOSE=None, KERAS_BACKEND=None,
+                         KERAS_HOME=str(tmp_path))
+    probe = "import sys, keras_vae, keras; print(keras.backend.backend(), 'tensorflow' in sys.modules)"
+    got = run_python("-c", probe, env=env, timeout=300)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert got.stdout.split() == ["tensorflow", "True"]
+    assert got.stderr == ""
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    got = run_python("-c", probe, env=env, timeout=300)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert got.stdout.split() == ["jax", "False"]
+    # the backend is found as Keras finds it: the variable, then keras.json, then TensorFlow
+    from keras_vae_cli import configured_backend
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert configured_backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert configured_backend() == "torch"
+    monkeypatch.delenv("KERAS_BACKEND")
+    (tmp_path / "keras.json").write_text("{not json")
+    assert configured_backend() == "tensorflow"
+
+
 @pytest.mark.large
 def test_two_epoch_training_prints_no_cpp_log_lines(tmp_path):
     """`python -m keras_vae train` and `keras-vae evaluate` (console-script path), with no
