@@ -40,6 +40,11 @@ from keras_vae import distributions, likelihoods, scaling
 from keras_vae.model import VAE
 
 SCORES = ("elbo", "iwae")
+#: The default likelihood of p(x|z) for table rows.
+DEFAULT_LIKELIHOOD = "student_t"
+#: The default floor of each feature's scale in p(x|z), as a fraction of its robust scale
+#: (chosen on benchmarks/anomaly_tabular.py, see benchmarks/README.md).
+MIN_SCALE = 0.3
 DETECTOR_FILE = "detector.json"
 #: Rows per batch of `score_rows`; the posterior draws are made batch by batch.
 SCORE_BATCH_SIZE = 2048
@@ -140,6 +145,9 @@ class VAEDetector:
             (the best check's weights are kept).
         max_seconds: stop each model's training after the check that passes this time.
         steps_per_execution: training steps per compiled call (Keras `compile`).
+        min_scale: the smallest scale p(x|z) may give a feature, as a fraction of the
+            feature's robust scale (`scaling.ToDataUnits`): a floor on how sharply one
+            feature can count in the score.
         validation_fraction: share of the training rows held out for early stopping.
         lr: Adam learning rate.
         score: "elbo" or "iwae", with `num_samples` posterior draws per row.
@@ -151,11 +159,11 @@ class VAEDetector:
     `labels_` (of the training rows), `n_features_in_`, `history_` (per model).
     """
 
-    def __init__(self, contamination=0.1, likelihood="student_t", latent_dim=None,
+    def __init__(self, contamination=0.1, likelihood=DEFAULT_LIKELIHOOD, latent_dim=None,
                  hidden_units=None, batch_size=None, max_epochs=300, patience=5,
                  max_seconds=60.0, validation_fraction=0.1, lr=1e-3, score="elbo",
                  num_samples=16, n_models=1, seed=0, verbose=0, max_steps=3000,
-                 check_every=200, steps_per_execution=20):
+                 check_every=200, steps_per_execution=20, min_scale=MIN_SCALE):
         if not 0.0 < float(contamination) <= 0.5:
             raise ValueError(f"contamination must be in (0, 0.5], got {contamination!r}.")
         if likelihood not in likelihoods.TWO_PARAMETER:
@@ -190,6 +198,9 @@ class VAEDetector:
         self.max_steps = max_steps
         self.check_every = check_every
         self.steps_per_execution = steps_per_execution
+        if not 0.0 < float(min_scale) <= 10.0:
+            raise ValueError(f"min_scale must be in (0, 10], got {min_scale!r}.")
+        self.min_scale = float(min_scale)
         self.models_ = None
         self.threshold_ = None
 
@@ -200,14 +211,14 @@ class VAEDetector:
             "contamination", "likelihood", "latent_dim", "hidden_units", "batch_size",
             "max_epochs", "patience", "max_seconds", "validation_fraction", "lr", "score",
             "num_samples", "n_models", "seed", "verbose", "max_steps", "check_every",
-            "steps_per_execution")}
+            "steps_per_execution", "min_scale")}
 
     def _build(self, num_features, num_rows, loc, scale, seed):
         latent, hidden, _ = default_sizes(num_features, num_rows)
         latent = self.latent_dim or latent
         hidden = self.hidden_units or hidden
         encoder, decoder = scaling.tabular_networks(num_features, latent, hidden, loc=loc,
-                                                    scale=scale)
+                                                    scale=scale, min_scale=self.min_scale)
         vae = VAE(encoder, decoder, likelihood=self.likelihood, seed=seed)
         jit = False if keras.backend.backend() == "tensorflow" else "auto"
         vae.compile(optimizer=keras.optimizers.Adam(self.lr), jit_compile=jit,

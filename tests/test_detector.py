@@ -81,10 +81,32 @@ def test_save_load_identical_scores(fitted, tmp_path):
         detector.save(path)
     loaded = kv.VAEDetector.load(path)
     assert loaded.threshold_ == detector.threshold_
+    assert loaded.get_params() == detector.get_params()
     np.testing.assert_array_equal(loaded.decision_function(x[:50]),
                                   detector.decision_function(x[:50]))
     state = json.loads((Path(path) / "detector.json").read_text())
     assert state["anomaly_threshold"] == detector.threshold_
+
+
+def test_min_scale_floors_each_features_scale_in_raw_units(fitted):
+    """p(x|z)'s scale of feature j never falls below min_scale x the feature's robust scale,
+    and reaches it exactly where the network asks for a zero scale (softplus -> 0)."""
+    detector, x, _ = fitted
+    _, scale = kv.scaling.robust_statistics(x)
+    vae = detector.models_[0]
+    z = 3.0 * np.random.default_rng(0).normal(size=(512, vae.latent_dim)).astype("float32")
+    log_scale = np.asarray(vae.decoder(z))[..., 1]
+    assert np.all(log_scale >= np.log(detector.min_scale * scale) - 1e-5)
+    loc_, scale_ = kv.scaling.robust_statistics(x)
+    other = kv.VAEDetector(min_scale=0.05, **FAST)._build(x.shape[1], len(x), loc_, scale_, 0)
+    last = other.decoder.get_layer("x_params_standardized")
+    kernel, bias = last.get_weights()
+    last.set_weights([np.zeros_like(kernel), np.full_like(bias, -60.0)])
+    log_scale = np.asarray(other.decoder(z[:4]))[..., 1]
+    np.testing.assert_allclose(log_scale, np.broadcast_to(np.log(0.05 * scale), (4, 5)),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="min_scale"):
+        kv.VAEDetector(min_scale=0.0)
 
 
 def test_bad_input_messages(fitted):

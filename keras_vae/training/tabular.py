@@ -32,7 +32,7 @@ import numpy as np
 
 from keras_vae import likelihoods
 from keras_vae.datasets import tabular
-from keras_vae.detector import DETECTOR_FILE, VAEDetector
+from keras_vae.detector import DEFAULT_LIKELIHOOD, DETECTOR_FILE, VAEDetector
 from keras_vae.training import runs
 
 CONFIG_FILE = "config.json"
@@ -66,10 +66,11 @@ def train_table(args):
     started = time.time()
     run_dir = args.run_dir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.dataset))[0] + "-detector")
-    likelihood = args.likelihood or "student_t"
+    likelihood = args.likelihood or DEFAULT_LIKELIHOOD
     if likelihood not in likelihoods.TWO_PARAMETER:
         raise ValueError(f"--likelihood {likelihood} is for images; a table takes one of "
-                         f"{', '.join(likelihoods.TWO_PARAMETER)} (default student_t).")
+                         f"{', '.join(likelihoods.TWO_PARAMETER)} (default "
+                         f"{DEFAULT_LIKELIHOOD}).")
     contamination = DEFAULT_CONTAMINATION if args.contamination is None else args.contamination
     columns = None if args.columns is None else [c for c in args.columns.split(",") if c]
     header = _header(args.header)
