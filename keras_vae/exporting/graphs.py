@@ -50,7 +50,7 @@ class Graphs:
             self.decoder_log_var = np.asarray(ops.convert_to_numpy(vae.decoder_log_variance()),
                                               dtype="float32")
         encoder, decoder = self.encoder, self.decoder
-        enc_names, dec_names = self.output_names["encoder"], self.output_names["decoder"]
+        enc_names = self.output_names["encoder"]
         bernoulli = vae.likelihood == "bernoulli"
         # location-scale likelihoods (keras_vae.likelihoods): the decoder returns (B, D, 2)
         self.location_scale = vae.likelihood not in ("bernoulli", "gaussian")
