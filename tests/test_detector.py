@@ -109,6 +109,27 @@ def test_min_scale_floors_each_features_scale_in_raw_units(fitted):
         kv.VAEDetector(min_scale=0.0)
 
 
+def test_schedule_checks_every_200_steps_within_the_step_budget():
+    """Keras epochs hold whole passes adding up to about `check_every` gradient steps (the
+    held-out check comes that often), and all epochs together stay within `max_steps`
+    (or `max_epochs` passes) up to one epoch's rounding."""
+    from keras_vae.detector import default_sizes
+    detector = kv.VAEDetector()
+    assert (detector.max_steps, detector.check_every) == (2000, 200)
+    for rows in (60, 150, 700, 7828, 34367, 200000):
+        batch = default_sizes(6, rows)[2]
+        epochs, passes, patience = detector._schedule(rows, batch)
+        per_pass = -(-rows // batch)
+        per_epoch = passes * per_pass
+        assert patience == detector.patience
+        if per_pass <= 200:
+            assert abs(per_epoch - 200) <= per_pass / 2, (rows, per_epoch)
+        else:
+            assert passes == 1
+        budget = min(detector.max_steps, detector.max_epochs * per_pass)
+        assert budget <= epochs * per_epoch < budget + per_epoch, (rows, epochs, per_epoch)
+
+
 def test_bad_input_messages(fitted):
     detector, x, _ = fitted
     with pytest.raises(ValueError, match="has 3 columns but the detector was fitted on 5"):
