@@ -65,7 +65,7 @@ def further_tables():
     # 43_WDBC: 357 benign rows, 10 malignant (ADBench: 367 rows, 30 features, 2.7 %)
     # 45_wine: classes 2 and 3 (119 rows), 10 of class 1 (ADBench: 129 rows, 13 features)
     # 26_optdigits: digits 1-9 normal, 0 the anomaly at ADBench's rate of 2.9 % (ADBench
-    # uses the full 5620-row UCI set, scikit-learn ships its 1797-row test part)
+    # has 5216 rows from the full UCI set, scikit-learn ships its 1797-row test part)
     return {"43_WDBC-sk": odds_style(cancer.data, cancer.target, [1], 10),
             "45_wine-sk": odds_style(wine.data, wine.target, [1, 2], 10),
             "26_optdigits-sk": odds_style(digits.data, digits.target, list(range(1, 10)), 48)}
