@@ -433,10 +433,14 @@ def multiworker(digits_file, tmp_path_factory):
     while worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     metadata = tmp / "backup" / "training_metadata.json"
+    chief_log = tmp / "attempt1_worker0.jsonl"
     deadline = time.monotonic() + 60
+    # wait for the chief's backup of epoch 2 AND its own log of that epoch's end (its Record
+    # callback runs just after the backup is written: killing it in between loses the line)
     while chief.poll() is None and time.monotonic() < deadline:
         try:
-            if json.loads(metadata.read_text())["epoch"] == 2:
+            if json.loads(metadata.read_text())["epoch"] == 2 and \
+                    len(events(read_log(chief_log), "epoch_end")) >= 2:
                 break
         except (OSError, ValueError, KeyError):
             pass
