@@ -4,8 +4,9 @@ the ones Python draws with the same seed, and its anomaly score for a given inpu
 runtime's (`ExportedVAE.anomaly_score(x, samples=0)` of export/vae_runtime.py).
 
 The browser tests need Chromium (`apt-get install chromium`) and onnxruntime-web
-(`npm install onnxruntime-web@VERSION` in the repository); they are skipped without them here,
-and `.ci/run` installs both.
+(`npm install onnxruntime-web@VERSION` in the repository); `.ci/run` installs both. Without
+them these tests fail, naming what to install; they carry the `browser` marker, so
+`pytest -m "not slow and not browser"` leaves them out on purpose.
 """
 
 import importlib.util
@@ -41,22 +42,15 @@ def _runtime(folder):
 
 
 def _missing(reason):
-    """Fail where the browser tests are required: `.ci/run` installs Chromium and
-    onnxruntime-web and sets KERAS_VAE_REQUIRE_BROWSER=1 (so does a CI=true environment), so
-    there a missing browser is a defect and the tests cannot silently not run. Only on a
-    developer's machine without them, where they cannot run at all, they are skipped, naming
-    what to install."""
-    required = any(os.environ.get(name, "").lower() not in ("", "0", "false")
-                   for name in ("KERAS_VAE_REQUIRE_BROWSER", "CI"))
-    if required:
-        pytest.fail(f"{reason}, but the browser tests are required here (.ci/run installs it)")
-    pytest.skip(f"{reason}; .ci/run installs it (KERAS_VAE_REQUIRE_BROWSER=1 makes this a "
-                "failure)")
+    """A missing browser is a failure, never a skip: these tests check the page users open, so
+    a machine that cannot run them must say so. `.ci/run` installs both; a developer without
+    them deselects the tests by name (`pytest -m "not slow and not browser"`)."""
+    pytest.fail(f"{reason}; `.ci/run` installs it, or deselect these tests with "
+                "-m \"not slow and not browser\"")
 
 
 def _needs_browser():
-    """onnxruntime-web's dist folder; skips when it or Chromium is not installed here (fails
-    in CI)."""
+    """onnxruntime-web's dist folder; fails when it or Chromium is not installed here."""
     if browser.find_chromium() is None:
         _missing("Chromium is not installed (apt-get install chromium)")
     try:
@@ -134,6 +128,12 @@ def test_static_files_are_package_data():
 
 
 # --------------------------------------------------------------------------- in Chromium
+def test_a_missing_browser_fails_and_names_the_fix(monkeypatch):
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium.*not browser"):
+        _needs_browser()
+
+
 @pytest.fixture(scope="module")
 def kw_mnist_z20_bundle(tmp_path_factory):
     """`keras-vae export MODEL --out DIR --formats web` of the zoo's kw_mnist_z20."""
@@ -153,6 +153,7 @@ def kw_mnist_z20_bundle(tmp_path_factory):
 
 
 @pytest.mark.large
+@pytest.mark.browser
 def test_page_computes_what_keras_and_the_runtime_compute(kw_mnist_z20_bundle):
     folder = kw_mnist_z20_bundle
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -182,6 +183,7 @@ def test_page_computes_what_keras_and_the_runtime_compute(kw_mnist_z20_bundle):
 
 
 @pytest.mark.large
+@pytest.mark.browser
 def test_gaussian_full_covariance_page_with_a_threshold(tmp_path):
     """The other likelihood and posterior, a 2-D latent space (the manifold view) and the
     anomaly flag from a threshold."""
@@ -228,6 +230,7 @@ READ_DRAWING = """(() => {
 
 
 @pytest.mark.large
+@pytest.mark.browser
 def test_drawing_with_the_mouse_is_scored_like_the_runtime(kw_mnist_z20_bundle):
     """A '7' drawn with mouse events (DevTools protocol) is encoded, reconstructed and scored
     when the button is released; the score is the runtime's for the pixels the canvas shows."""
