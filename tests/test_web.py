@@ -12,7 +12,6 @@ them these tests fail, naming what to install; they carry the `browser` marker, 
 import importlib.util
 import json
 import math
-import os
 import types
 from pathlib import Path
 
