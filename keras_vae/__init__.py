@@ -6,7 +6,6 @@ Public API, re-exported from private modules:
     vae = kv.VAE.kingma_welling(input_dim=784, latent_dim=20)
 """
 
-import os as _os
 import sys as _sys
 
 if _sys.argv[:1] == ["-m"] and __name__ == "keras_vae":
@@ -20,7 +19,9 @@ if _sys.argv[:1] == ["-m"] and __name__ == "keras_vae":
 # is set before anything imports it, and TensorFlow (when it is Keras's backend) is started
 # with the lines it writes from C++ regardless ("I0000 ... cudart_stub.cc ...") filtered out;
 # KERAS_VAE_VERBOSE=1 (or values set by the caller) win.
-if _os.environ.get("KERAS_VAE_VERBOSE", "0") in ("", "0"):
+from keras_vae_cli import verbose_requested as _verbose_requested  # noqa: E402
+
+if not _verbose_requested():
     from keras_vae_cli import configured_backend as _configured_backend
     from keras_vae_cli import quiet_environment as _quiet_environment
     from keras_vae_cli import start_tensorflow_quietly as _start_tensorflow_quietly

@@ -19,8 +19,8 @@ KERAS_VAE_VERBOSE=1 shows them all.
 import argparse
 import contextlib
 import importlib
-import json
 import importlib.util
+import json
 import os
 import re
 import sys
