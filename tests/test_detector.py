@@ -92,13 +92,12 @@ def test_min_scale_floors_each_features_scale_in_raw_units(fitted):
     """p(x|z)'s scale of feature j never falls below min_scale x the feature's robust scale,
     and reaches it exactly where the network asks for a zero scale (softplus -> 0)."""
     detector, x, _ = fitted
-    _, scale = kv.scaling.robust_statistics(x)
+    loc, scale = kv.scaling.robust_statistics(x)
     vae = detector.models_[0]
     z = 3.0 * np.random.default_rng(0).normal(size=(512, vae.latent_dim)).astype("float32")
     log_scale = np.asarray(vae.decoder(z))[..., 1]
     assert np.all(log_scale >= np.log(detector.min_scale * scale) - 1e-5)
-    loc_, scale_ = kv.scaling.robust_statistics(x)
-    other = kv.VAEDetector(min_scale=0.05, **FAST)._build(x.shape[1], len(x), loc_, scale_, 0)
+    other = kv.VAEDetector(min_scale=0.05, **FAST)._build(x.shape[1], len(x), loc, scale, 0)
     last = other.decoder.get_layer("x_params_standardized")
     kernel, bias = last.get_weights()
     last.set_weights([np.zeros_like(kernel), np.full_like(bias, -60.0)])
